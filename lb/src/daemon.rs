@@ -1,0 +1,277 @@
+//! The running node: its listeners, the generation they serve, reload and drain.
+//!
+//! A reload is all-or-nothing. The new file is parsed and validated, every new listener is
+//! bound, and only then is anything changed: kept listeners get the new generation in one
+//! atomic store, new ones start accepting, removed ones stop. Any failure before that point
+//! leaves the running node exactly as it was.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use healthcheck::monitor::Monitor;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::health::{self, PoolsHealth};
+use crate::proxy::listener::{self, Listener};
+use crate::registry::Registry;
+use crate::snapshot::{self, ServiceRuntime};
+
+/// Why a start or reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("service {service}: cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a successful reload changed, for the log line.
+#[derive(Debug, Default)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: usize,
+    pub summary: String,
+}
+
+impl fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; services kept {}", self.summary, self.kept)?;
+        if !self.added.is_empty() {
+            write!(f, ", added {}", self.added.join(" "))?;
+        }
+        if !self.removed.is_empty() {
+            write!(f, ", removed {}", self.removed.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    registry: Arc<Registry>,
+    listeners: HashMap<SocketAddr, Listener>,
+    sessions: TaskTracker,
+    monitor: Monitor,
+    /// The running config, for tasks that need it between reloads.
+    running: watch::Sender<Arc<Config>>,
+    pools: watch::Sender<PoolsHealth>,
+}
+
+impl Daemon {
+    /// Binds every service of `config` and starts accepting. Must run inside the runtime.
+    pub fn start(config: Config, config_path: &Path) -> Result<Self, DaemonError> {
+        let empty = Config {
+            node: config.node.clone(),
+            services: Vec::new(),
+            pools: Vec::new(),
+        };
+        let registry = Arc::new(Registry::default());
+        let monitor = Monitor::new();
+        let (running, running_rx) = watch::channel(Arc::new(empty.clone()));
+        let (pools, _) = watch::channel(PoolsHealth::new());
+        health::spawn_applier(&monitor, registry.clone(), running_rx, pools.clone());
+        let mut daemon = Self {
+            config_path: config_path.to_owned(),
+            config: empty,
+            registry,
+            listeners: HashMap::new(),
+            sessions: TaskTracker::new(),
+            monitor,
+            running,
+            pools,
+        };
+        daemon.apply(config)?;
+        Ok(daemon)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The health checker of this node's backends.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Usable backends per pool, updated on every health transition.
+    pub fn pools_health(&self) -> watch::Receiver<PoolsHealth> {
+        self.pools.subscribe()
+    }
+
+    /// Client connections open right now, across all services.
+    pub fn open_connections(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Re-reads the config file and applies it; on any error the running config stays.
+    pub fn reload(&mut self) -> Result<ReloadSummary, DaemonError> {
+        let config = config::load(&self.config_path)?;
+        self.apply(config)
+    }
+
+    /// Makes `config` the running configuration, or changes nothing and says why.
+    pub fn apply(&mut self, config: Config) -> Result<ReloadSummary, DaemonError> {
+        if config.node.threads != self.config.node.threads {
+            tracing::warn!(
+                running = self.config.node.threads,
+                configured = config.node.threads,
+                "node.threads changes take effect at the next restart"
+            );
+        }
+        let generation = snapshot::build(&config, &self.registry, &self.monitor);
+
+        // Phase 1: bind what is new. Nothing running is touched, so a failure here simply
+        // drops the new sockets. A kept address keeps its socket whatever else changed: closing
+        // a listening socket resets the clients in its queue. (IP_FREEBIND only matters at
+        // bind time, and the backlog is changed in place below.)
+        let mut fresh = Vec::new();
+        for service in &generation {
+            let c = &service.config;
+            if !self.listeners.contains_key(&c.listen) {
+                let bound = listener::bind(c.listen, c.backlog, c.freebind).map_err(|source| {
+                    DaemonError::Bind {
+                        service: c.name.clone(),
+                        addr: c.listen,
+                        source,
+                    }
+                })?;
+                fresh.push((service.clone(), bound));
+            }
+        }
+
+        // Phase 2: commit. Health first, so the new generation's first pick sees it: kept
+        // backends keep their state, new ones start as their `start` setting says.
+        self.monitor.set_targets(health::targets(&config));
+        health::sync_flags(&config, &self.monitor, &self.registry);
+        let mut summary = ReloadSummary {
+            summary: config.summary(),
+            ..ReloadSummary::default()
+        };
+        let by_addr: HashMap<SocketAddr, &Arc<ServiceRuntime>> =
+            generation.iter().map(|s| (s.config.listen, s)).collect();
+        let old_names: HashMap<SocketAddr, String> = self
+            .listeners
+            .iter()
+            .map(|(a, l)| (*a, l.binding.load().config.name.clone()))
+            .collect();
+        for (addr, listener) in &mut self.listeners {
+            if let Some(service) = by_addr.get(addr) {
+                listener.binding.store(Arc::clone(service));
+                summary.kept += 1;
+                if let Err(e) = listener.set_backlog(service.config.backlog) {
+                    tracing::warn!(service = %service.config.name, error = %e,
+                        "new backlog not applied; the old one stays");
+                }
+            }
+        }
+        for (service, bound) in fresh {
+            let addr = service.config.listen;
+            summary.added.push(service.config.name.clone());
+            let listener = Listener::start(bound, service, self.sessions.clone());
+            self.listeners.insert(addr, listener);
+        }
+        let mut retired = Vec::new();
+        let gone: Vec<SocketAddr> = self
+            .listeners
+            .keys()
+            .filter(|a| !by_addr.contains_key(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(listener) = self.listeners.remove(&addr) {
+                summary
+                    .removed
+                    .push(old_names.get(&addr).cloned().unwrap_or_default());
+                retired.push(listener);
+            }
+        }
+        for listener in retired {
+            tokio::spawn(listener.stop());
+        }
+        self.registry.retain(&config);
+        health::publish(&self.pools, health::pools_health(&config, &self.registry));
+        self.running.send_replace(Arc::new(config.clone()));
+        self.config = config;
+        Ok(summary)
+    }
+
+    /// Stops accepting everywhere, then waits up to `deadline` for open connections to end.
+    /// Returns how many were still open when it gave up.
+    pub async fn shutdown(self, deadline: Duration) -> usize {
+        for (_, listener) in self.listeners {
+            listener.stop().await;
+        }
+        self.sessions.close();
+        let open = self.sessions.len();
+        if open > 0 {
+            tracing::info!(open, deadline = %humantime::format_duration(deadline),
+                "draining open connections");
+        }
+        match tokio::time::timeout(deadline, self.sessions.wait()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                // The runtime drops what is left when it shuts down; make those drops resets.
+                crate::proxy::session::abandon_open_sessions();
+                self.sessions.len()
+            }
+        }
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT: reload on SIGHUP, then drain and return.
+pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before anything else: SIGHUP's default action would kill the process.
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+
+    let mut daemon = Daemon::start(config, config_path)?;
+    tracing::info!(config = %config_path.display(), threads = daemon.config().node.threads,
+        "{}; listening on {}", daemon.config().summary(), listen_list(daemon.config()));
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = hup.recv() => match daemon.reload() {
+                Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+                Err(e) => tracing::error!(
+                    "configuration reload rejected, still serving the previous one: {e}"),
+            },
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+    };
+    let deadline = daemon.config().node.drain_timeout;
+    tracing::info!("{signal_name}: no longer accepting");
+    let left = daemon.shutdown(deadline).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "drain deadline reached; resetting the remaining connections"
+        );
+    } else {
+        tracing::info!("all connections finished; exiting");
+    }
+    Ok(())
+}
+
+fn listen_list(config: &Config) -> String {
+    config
+        .services
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.listen))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,18 @@
+//! Tandem's daemon: config, data plane, reload and the `tandem` CLI.
+//!
+//! The binary (`src/main.rs`) only calls [`cli::main`]. Everything else is a library so the
+//! end-to-end tests in `tests/` can build the same binary and drive it as a real process.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod pool;
+pub mod proxy;
+pub mod registry;
+pub mod snapshot;
+pub mod stats;

@@ -1,0 +1,172 @@
+//! Runtime state of backend pools: what the balancer reads and what the data plane counts.
+//!
+//! A [`Pool`] is immutable once built (from one config generation) and shared through the
+//! snapshot. The mutable part of each backend — counters, up/drained flags — lives in a
+//! [`BackendState`] that the [`crate::registry::Registry`] hands out by (pool, address), so a
+//! reload that keeps a backend keeps its counters and health.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crate::balance::{Algorithm, BackendView, Balancer};
+use crate::config::{Balance, PoolConfig, Role};
+
+/// Counters and flags of one backend. Survives reloads while the backend stays configured.
+#[derive(Debug)]
+pub struct BackendState {
+    pub addr: SocketAddr,
+    /// Connections relayed to this backend right now.
+    pub active: AtomicU64,
+    /// Connections successfully established since start.
+    pub total: AtomicU64,
+    /// Connect attempts that failed (refused, unreachable, timed out).
+    pub connect_failures: AtomicU64,
+    /// Failures since the last successful connect; the health-check layer ejects on it.
+    pub consecutive_failures: AtomicU64,
+    /// Bytes from clients to this backend.
+    pub bytes_in: AtomicU64,
+    /// Bytes from this backend to clients.
+    pub bytes_out: AtomicU64,
+    /// False when health checks (or passive ejection) found the backend down.
+    pub up: AtomicBool,
+    /// True when an operator drained it: no new connections, existing ones finish.
+    pub drained: AtomicBool,
+}
+
+impl BackendState {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            up: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
+        }
+    }
+
+    pub fn record_connect_failure(&self) {
+        self.connect_failures.fetch_add(1, Relaxed);
+        self.consecutive_failures.fetch_add(1, Relaxed);
+    }
+}
+
+/// One backend as configured in the current generation, with its shared state.
+#[derive(Debug)]
+pub struct Backend {
+    pub state: Arc<BackendState>,
+    pub weight: u32,
+    pub role: Role,
+    /// 0 = unlimited.
+    pub max_conns: u32,
+    /// Consecutive connect failures that eject the backend at once; 0: never (no health
+    /// checks, so nothing would bring it back).
+    pub eject_after: u32,
+}
+
+impl Backend {
+    /// Takes one connection slot, or None when the backend is at `max_conns`. A
+    /// compare-and-swap loop so concurrent picks cannot overshoot the limit. The slot is given
+    /// back when the returned guard drops, however the connection ends.
+    pub fn try_acquire(&self) -> Option<Slot<'_>> {
+        let active = &self.state.active;
+        if self.max_conns == 0 {
+            active.fetch_add(1, Relaxed);
+        } else {
+            let max = u64::from(self.max_conns);
+            active
+                .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+                .ok()?;
+        }
+        Some(Slot { backend: self })
+    }
+}
+
+/// One connection's hold on a backend: counted in `active` until dropped.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    pub backend: &'a Backend,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.backend.state.active.fetch_sub(1, Relaxed);
+    }
+}
+
+impl BackendView for Backend {
+    fn addr(&self) -> SocketAddr {
+        self.state.addr
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn is_backup(&self) -> bool {
+        self.role == Role::Backup
+    }
+    fn active_conns(&self) -> u64 {
+        self.state.active.load(Relaxed)
+    }
+    fn is_usable(&self) -> bool {
+        self.state.up.load(Relaxed)
+            && !self.state.drained.load(Relaxed)
+            && (self.max_conns == 0 || self.state.active.load(Relaxed) < u64::from(self.max_conns))
+    }
+}
+
+/// A pool of one config generation: its backends and the balancer built over them.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub backends: Vec<Backend>,
+    balancer: Balancer,
+}
+
+impl Pool {
+    /// Builds the pool for `config`, taking each backend's state from `state_of`.
+    pub fn build(
+        config: &PoolConfig,
+        balance: Balance,
+        mut state_of: impl FnMut(SocketAddr) -> Arc<BackendState>,
+    ) -> Self {
+        let backends: Vec<Backend> = config
+            .backends
+            .iter()
+            .map(|b| Backend {
+                state: state_of(b.addr),
+                weight: b.weight,
+                role: b.role,
+                max_conns: b.max_conns,
+                eject_after: b.health.as_ref().map_or(0, |h| h.eject_after),
+            })
+            .collect();
+        let balancer = Balancer::new(algorithm_of(balance), &backends);
+        Self {
+            name: config.name.clone(),
+            backends,
+            balancer,
+        }
+    }
+
+    /// The backend for `client`, skipping the indices in `exclude`; None when nothing is usable.
+    pub fn pick(&self, client: IpAddr, exclude: &[usize]) -> Option<usize> {
+        self.balancer.pick(&self.backends, client, exclude)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.balancer.algorithm()
+    }
+}
+
+fn algorithm_of(balance: Balance) -> Algorithm {
+    match balance {
+        Balance::RoundRobin => Algorithm::RoundRobin,
+        Balance::LeastConn => Algorithm::LeastConn,
+        Balance::P2c => Algorithm::P2c,
+        Balance::Maglev => Algorithm::Maglev,
+    }
+}

@@ -1,0 +1,114 @@
+//! Opening the backend side of a connection: connect with a timeout, retry on another backend.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::pool::Slot;
+use crate::snapshot::ServiceRuntime;
+
+/// Connects to `addr`, giving up after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {}", humantime::format_duration(timeout)),
+        )),
+    }
+}
+
+/// Why no backend connection could be made for a client.
+#[derive(Debug)]
+pub enum NoBackend {
+    /// Nothing in the pool is usable (all down, drained or full), before or after retries.
+    NoneUsable,
+    /// This process is out of file descriptors or memory: not the backends' fault.
+    LocalResources(io::Error),
+}
+
+/// Picks a backend for `client` and connects, moving on to another backend when a connect
+/// fails, up to `retries` extra attempts. Returns the backend's connection slot (held until
+/// dropped) and the stream.
+pub async fn connect_any(
+    service: &ServiceRuntime,
+    client: SocketAddr,
+) -> Result<(Slot<'_>, TcpStream), NoBackend> {
+    let pool = &service.pool;
+    let config = &service.config;
+    // Allocates only when a backend fails or is full: the common path stays allocation-free.
+    let mut excluded: Vec<usize> = Vec::new();
+    let mut failures = 0u32;
+    loop {
+        let index = pool
+            .pick(client.ip(), &excluded)
+            .ok_or(NoBackend::NoneUsable)?;
+        let backend = &pool.backends[index];
+        let Some(slot) = backend.try_acquire() else {
+            // Filled up between pick and acquire: try another, it costs no attempt.
+            excluded.push(index);
+            continue;
+        };
+        let addr = backend.state.addr;
+        match connect(addr, config.connect_timeout).await {
+            Ok(stream) => {
+                backend.state.consecutive_failures.store(0, Relaxed);
+                backend.state.total.fetch_add(1, Relaxed);
+                return Ok((slot, stream));
+            }
+            Err(e) => {
+                drop(slot);
+                if is_local_exhaustion(&e) {
+                    return Err(NoBackend::LocalResources(e));
+                }
+                backend.state.record_connect_failure();
+                let consecutive = backend.state.consecutive_failures.load(Relaxed);
+                if backend.eject_after > 0
+                    && consecutive >= u64::from(backend.eject_after)
+                    && backend.state.up.swap(false, Relaxed)
+                {
+                    // Passive ejection: out of every pick now; the monitor hears of it and
+                    // only its probes (rise) bring the backend back.
+                    let reason = format!("{consecutive} consecutive connect failures ({e})");
+                    service
+                        .monitor
+                        .eject(&crate::health::target_id(&pool.name, addr), &reason);
+                }
+                failures += 1;
+                let retry = failures <= config.retries;
+                // One warning when a backend starts failing, not one per client.
+                if consecutive == 1 {
+                    tracing::warn!(service = %config.name, pool = %pool.name, backend = %addr,
+                        error = %e, retry, "backend connect failed");
+                } else {
+                    tracing::debug!(service = %config.name, backend = %addr, error = %e,
+                        consecutive, retry, "backend connect failed");
+                }
+                if !retry {
+                    return Err(NoBackend::NoneUsable);
+                }
+                service.stats.retries.fetch_add(1, Relaxed);
+                excluded.push(index);
+            }
+        }
+    }
+}
+
+/// Errors that say this host, not the peer, ran out of something: descriptors, memory, or
+/// ephemeral ports (EADDRNOTAVAIL on connect). Counting those against a backend would eject
+/// healthy backends and burn retries.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}

@@ -1,0 +1,48 @@
+//! One immutable generation of the running configuration, as the data plane sees it.
+//!
+//! A reload builds a complete new [`ServiceRuntime`] per service off the hot path and then
+//! swaps it into the service's listener in one atomic store; a connection holds the generation
+//! it started with until it ends.
+
+use std::sync::Arc;
+
+use healthcheck::monitor::Monitor;
+
+use crate::config::{Config, ServiceConfig};
+use crate::pool::Pool;
+use crate::registry::Registry;
+use crate::stats::ServiceStats;
+
+/// Everything a new connection of one service needs.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    pub config: ServiceConfig,
+    pub stats: Arc<ServiceStats>,
+    pub pool: Pool,
+    /// Where the data plane reports backends to eject (passive health).
+    pub monitor: Monitor,
+}
+
+/// Builds the runtime of every service of `config`, in config order. Each service gets its own
+/// balancer (two services may share a pool with different algorithms); backend state is shared
+/// through the registry.
+pub fn build(config: &Config, registry: &Registry, monitor: &Monitor) -> Vec<Arc<ServiceRuntime>> {
+    config
+        .services
+        .iter()
+        .map(|service| {
+            let pool_config = config
+                .pool(&service.pool)
+                .expect("validated config: every service names an existing pool");
+            let pool = Pool::build(pool_config, service.balance, |addr| {
+                registry.backend(&pool_config.name, addr)
+            });
+            Arc::new(ServiceRuntime {
+                config: service.clone(),
+                stats: registry.service(&service.name),
+                pool,
+                monitor: monitor.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,501 @@
+//! Shared pieces of the end-to-end tests: real backends on loopback, a real `tandem` process.
+//!
+//! Everything binds and connects to 127.0.0.0/8 only. Every wait is bounded. Processes are
+//! stopped by PID when their handle drops.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single wait in these tests; reaching it fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A loopback address unique to this test process and call, so parallel tests never collide
+/// even if the kernel hands out the same ephemeral port twice.
+pub fn loopback_ip() -> Ipv4Addr {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() as usize;
+    Ipv4Addr::new(
+        127,
+        ((pid >> 8) % 250 + 1) as u8,
+        (pid % 250) as u8 + 1,
+        (n % 250) as u8 + 1,
+    )
+}
+
+/// A free TCP port on `ip` (bound, read, released).
+pub fn free_addr(ip: IpAddr) -> SocketAddr {
+    let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind a free port on loopback");
+    l.local_addr().unwrap()
+}
+
+/// A backend that, on each connection, first sends its name and a newline, then echoes every
+/// byte it receives; when the client half-closes it finishes sending and closes too.
+/// Connecting tells which backend was chosen; the echo proves bytes flow both ways.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    /// Connections this backend has open right now.
+    pub open: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Self {
+        Self::start_on(name, SocketAddr::new(IpAddr::V4(loopback_ip()), 0))
+    }
+
+    pub fn start_on(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, a, o, s) = (
+            name.to_owned(),
+            accepted.clone(),
+            open.clone(),
+            stop.clone(),
+        );
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        o.fetch_add(1, Ordering::Relaxed);
+                        let (n, o) = (n.clone(), o.clone());
+                        thread::spawn(move || {
+                            echo(stream, &n);
+                            o.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            addr,
+            accepted,
+            open,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening: new connects to its address are refused.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn echo(mut stream: TcpStream, name: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    if stream.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A client connection through the node.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream })
+    }
+
+    /// Connects from a chosen loopback source address (to act as many different clients).
+    pub fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<Self> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
+        socket.connect_timeout(&addr.into(), PATIENCE)?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(PATIENCE))?;
+        Ok(Self { stream })
+    }
+
+    /// Reads the backend's name line: which backend this connection reached.
+    pub fn backend_name(&mut self) -> std::io::Result<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match self.stream.read(&mut byte)? {
+                0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("closed after {:?}", String::from_utf8_lossy(&line)),
+                    ));
+                }
+                _ if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+                _ => line.push(byte[0]),
+            }
+        }
+    }
+
+    /// Sends `data` and reads the same number of bytes back (the backend echoes).
+    pub fn round_trip(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.stream.write_all(data)?;
+        let mut back = vec![0u8; data.len()];
+        self.stream.read_exact(&mut back)?;
+        Ok(back)
+    }
+
+    /// Reads until the peer closes; Ok(bytes) on a clean close, Err on reset or timeout.
+    pub fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        self.stream.read_to_end(&mut all)?;
+        Ok(all)
+    }
+}
+
+/// One connection through `addr`: the name of the backend it reached.
+pub fn which_backend(addr: SocketAddr) -> std::io::Result<String> {
+    Client::connect(addr)?.backend_name()
+}
+
+/// A running `tandem` process with its config file and log.
+pub struct Node {
+    child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn tandem_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tandem-node")
+}
+
+fn temp_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tandem-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Node {
+    /// Writes `config` to a file and starts `tandem run` on it.
+    pub fn start(config: &str) -> Self {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`Node::start`], with the open-files limit (soft and hard) set to `nofile`.
+    pub fn start_with_fd_limit(config: &str, nofile: u32) -> Self {
+        Self::start_with(config, Some(nofile))
+    }
+
+    fn start_with(config: &str, nofile: Option<u32>) -> Self {
+        let dir = temp_dir();
+        let path = dir.join("tandem.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("tandem.log");
+        let mut command = match nofile {
+            None => Command::new(tandem_bin()),
+            Some(n) => {
+                // util-linux prlimit execs the node in place: the child PID is the node's.
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(tandem_bin());
+                c
+            }
+        };
+        command.args(["run", "-c"]).arg(&path);
+        Self::spawn(command, dir, path, log)
+    }
+
+    /// Starts `tandem` with these arguments (e.g. `demo`), logging to a file.
+    pub fn start_args(args: &[&str]) -> Self {
+        let dir = temp_dir();
+        let log = dir.join("tandem.log");
+        let mut command = Command::new(tandem_bin());
+        command.args(args);
+        Self::spawn(command, dir.clone(), dir.join("none.toml"), log)
+    }
+
+    fn spawn(mut command: Command, dir: PathBuf, path: PathBuf, log: PathBuf) -> Self {
+        let child = command
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tandem");
+        Self {
+            child,
+            dir,
+            config: path,
+            log,
+        }
+    }
+
+    /// Starts a node and waits until `listen` accepts connections.
+    pub fn start_listening(config: &str, listen: SocketAddr) -> Self {
+        let node = Self::start(config);
+        node.wait_listening(listen);
+        node
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// CPU time (user + system, in clock ticks) the node has used so far.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    pub fn wait_listening(&self, addr: SocketAddr) {
+        wait_until(
+            &format!("node listening on {addr}\n{}", self.log_text()),
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        );
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, sig).expect("signal tandem");
+    }
+
+    /// Replaces the config file and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+        self.signal(rustix::process::Signal::HUP);
+    }
+
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.txt")).unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has `needle` `count` times or more.
+    pub fn wait_log(&self, needle: &str, count: usize) {
+        wait_until(&format!("{count}× {needle:?} in the log"), || {
+            self.log_text().matches(needle).count() >= count
+        });
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "tandem did not exit in time; log:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `tandem check -c FILE` on `config`: (exit success, stdout, stderr).
+pub fn check(config: &str) -> (bool, String, String) {
+    let dir = temp_dir();
+    let path = dir.join("check.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(tandem_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run tandem check");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `backends = [...]` TOML for the given backends (all primary, weight 1).
+pub fn backend_list(backends: &[&Backend]) -> String {
+    let items: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A one-service config in front of `backends`, with extra `[[service]]` keys.
+pub fn simple_config(listen: SocketAddr, backends: &str, service_extra: &str) -> String {
+    format!(
+        r#"[node]
+name = "test"
+threads = 1
+drain_timeout = "5s"
+
+[[service]]
+name = "svc"
+listen = "{listen}"
+pool = "p"
+connect_timeout = "1s"
+{service_extra}
+
+[[pool]]
+name = "p"
+backends = {backends}
+"#
+    )
+}
+
+/// A tiny HTTP/1.1 health endpoint answering every request with the status (and body) held
+/// in `status` / `body`, which the test changes at will. One request per connection.
+pub struct HealthEndpoint {
+    pub addr: SocketAddr,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub body: Arc<std::sync::Mutex<String>>,
+    pub requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl HealthEndpoint {
+    pub fn start(ip: IpAddr) -> Self {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind health endpoint");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let body = Arc::new(std::sync::Mutex::new("healthy".to_owned()));
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, bd, rq, sp) = (status.clone(), body.clone(), requests.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                rq.fetch_add(1, Ordering::Relaxed);
+                let code = st.load(Ordering::Relaxed);
+                let text = bd.lock().unwrap().clone();
+                let reply = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Self {
+            addr,
+            status,
+            body,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::Relaxed);
+    }
+
+    pub fn set_body(&self, text: &str) {
+        *self.body.lock().unwrap() = text.to_owned();
+    }
+}
+
+impl Drop for HealthEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until `count` consecutive connections through `listen` all reach backends named in
+/// `allowed` (health changes take a probe interval or two to show).
+pub fn wait_for_routing(listen: SocketAddr, allowed: &[&str], count: usize) {
+    let mut streak = 0;
+    wait_until(&format!("all traffic to go to {allowed:?}"), || {
+        match which_backend(listen) {
+            Ok(name) if allowed.contains(&name.as_str()) => streak += 1,
+            _ => streak = 0,
+        }
+        streak >= count
+    });
+}

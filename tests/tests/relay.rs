@@ -1,0 +1,276 @@
+//! What a client sees of the relay: both directions, half-close, idle timeout, limits,
+//! PROXY protocol headers, IPv6.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn half_close_lets_the_response_finish_after_the_request_ends() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let _node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let mut c = Client::connect(listen).unwrap();
+    let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    c.stream.write_all(&request).unwrap();
+    // Client is done sending; the backend only finishes (and closes) once it sees our FIN.
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let all = c.read_to_end().expect("a clean end of stream");
+    assert_eq!(&all[..2], b"a\n");
+    assert_eq!(
+        &all[2..],
+        &request[..],
+        "every byte echoed back after the half-close"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_idle_timeout() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), r#"idle_timeout = "300ms""#);
+    let _node = Node::start_listening(&config, listen);
+    let mut busy = Client::connect(listen).unwrap();
+    let mut idle = Client::connect(listen).unwrap();
+    assert_eq!(idle.backend_name().unwrap(), "a");
+    assert_eq!(busy.backend_name().unwrap(), "a");
+    // Keep one connection busy past the timeout, leave the other silent.
+    for _ in 0..8 {
+        assert_eq!(busy.round_trip(b"ping").unwrap(), b"ping");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rest = idle
+        .read_to_end()
+        .expect("closed by the node, not by our read timeout");
+    assert!(rest.is_empty());
+    assert_eq!(
+        busy.round_trip(b"ping").unwrap(),
+        b"ping",
+        "active connection survives"
+    );
+}
+
+#[test]
+fn service_max_conns_holds_extra_clients_until_a_slot_frees() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), "max_conns = 2");
+    let _node = Node::start_listening(&config, listen);
+    wait_until("the readiness probe to finish", || {
+        a.accepted() >= 1 && a.open() == 0
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut first = Client::connect(listen).unwrap();
+    let mut second = Client::connect(listen).unwrap();
+    assert_eq!(first.backend_name().unwrap(), "a");
+    assert_eq!(second.backend_name().unwrap(), "a");
+    // The third connects (kernel backlog) but is not served while two are open.
+    let mut third = Client::connect(listen).unwrap();
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = third.stream.read(&mut byte);
+    assert!(
+        early.is_err(),
+        "third client was served over the limit: {early:?}"
+    );
+    assert_eq!(
+        a.accepted(),
+        3,
+        "probe + two clients reached the backend, not the third"
+    );
+    drop(first);
+    third.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(
+        third.backend_name().unwrap(),
+        "a",
+        "served once a slot freed"
+    );
+    assert_eq!(second.round_trip(b"x").unwrap(), b"x");
+}
+
+#[test]
+fn backend_max_conns_overflows_to_the_next_backend() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let backends = format!(
+        r#"[{{ addr = "{}", max_conns = 2 }}, {{ addr = "{}", role = "backup" }}]"#,
+        a.addr, b.addr
+    );
+    let _node = Node::start_listening(&simple_config(listen, &backends, ""), listen);
+    wait_until("the readiness probe to finish", || {
+        a.accepted() >= 1 && a.open() == 0
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut held = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect(listen).unwrap();
+        names.push(c.backend_name().unwrap());
+        held.push(c);
+    }
+    assert_eq!(
+        names,
+        ["a", "a", "b", "b"],
+        "a full primary counts as unusable"
+    );
+}
+
+#[test]
+fn proxy_protocol_v1_tells_the_backend_who_the_client_is() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), r#"proxy_protocol = "v1""#);
+    let _node = Node::start_listening(&config, listen);
+    let mut c = Client::connect(listen).unwrap();
+    assert_eq!(c.backend_name().unwrap(), "a");
+    // The echo backend sends back what it received first: the header.
+    let me = c.stream.local_addr().unwrap();
+    let expected = format!(
+        "PROXY TCP4 {} {} {} {}\r\n",
+        me.ip(),
+        listen.ip(),
+        me.port(),
+        listen.port()
+    );
+    let mut header = vec![0u8; expected.len()];
+    c.stream.read_exact(&mut header).unwrap();
+    assert_eq!(String::from_utf8_lossy(&header), expected);
+    assert_eq!(c.round_trip(b"payload").unwrap(), b"payload");
+}
+
+#[test]
+fn proxy_protocol_v2_header_is_binary_with_addresses() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), r#"proxy_protocol = "v2""#);
+    let _node = Node::start_listening(&config, listen);
+    let mut c = Client::connect(listen).unwrap();
+    assert_eq!(c.backend_name().unwrap(), "a");
+    let mut header = [0u8; 28];
+    c.stream.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(header[13], 0x11, "TCP over IPv4");
+    let me = c.stream.local_addr().unwrap();
+    let IpAddr::V4(src) = me.ip() else { panic!() };
+    assert_eq!(&header[16..20], &src.octets());
+    assert_eq!(u16::from_be_bytes([header[24], header[25]]), me.port());
+    assert_eq!(u16::from_be_bytes([header[26], header[27]]), listen.port());
+}
+
+#[test]
+fn ipv6_listener_and_backend_work() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    };
+    drop(probe);
+    let a = Backend::start_on("six", SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0));
+    let listen = free_addr(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let _node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let mut c = Client::connect(listen).unwrap();
+    assert_eq!(c.backend_name().unwrap(), "six");
+    assert_eq!(c.round_trip(b"over v6").unwrap(), b"over v6");
+}
+
+#[test]
+fn bulk_streams_arrive_intact_in_both_directions() {
+    // Large enough for the relay to switch both directions to splice(2) pipes.
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let _node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let mut c = Client::connect(listen).unwrap();
+    assert_eq!(c.backend_name().unwrap(), "a");
+    let size = 16 * 1024 * 1024;
+    let data: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut writer = c.stream.try_clone().unwrap();
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let echoed = c.read_to_end().expect("the whole echo, then a clean close");
+    sender.join().unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "bytes changed or reordered on the way");
+}
+
+#[test]
+fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere() {
+    // A listener that never accepts, with its accept queue filled: the kernel then drops
+    // further SYNs, so a connect to it hangs, like a host that vanished.
+    let blackhole =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    blackhole
+        .bind(&SocketAddr::new(IpAddr::V4(loopback_ip()), 0).into())
+        .unwrap();
+    blackhole.listen(0).unwrap();
+    let hole = blackhole.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&hole.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+
+    let good = Backend::start("good");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    // Round robin starts with the first backend: the black hole.
+    let backends = format!(r#"[{{ addr = "{hole}" }}, {{ addr = "{}" }}]"#, good.addr);
+    let config = simple_config(listen, &backends, "")
+        .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"");
+    let node = Node::start_listening(&config, listen);
+    for _ in 0..4 {
+        assert_eq!(which_backend(listen).unwrap(), "good");
+    }
+    let log = node.log_text();
+    assert!(log.contains("no answer within 300ms"), "{log}");
+}
+
+#[test]
+fn freebind_lets_a_standby_listen_on_an_address_it_does_not_hold() {
+    // 192.0.2.0/24 (TEST-NET-1) is on no interface here: only bound, never sent to.
+    let a = Backend::start("a");
+    let vip: SocketAddr = "192.0.2.77:18443".parse().unwrap();
+    let held = free_addr(IpAddr::V4(loopback_ip()));
+    let service = |freebind: bool| {
+        format!(
+            "\n[[service]]\nname = \"vip\"\nlisten = \"{vip}\"\npool = \"p\"\nfreebind = {freebind}\n"
+        )
+    };
+    let config = |freebind: bool| {
+        let base = simple_config(held, &backend_list(&[&a]), "");
+        let at = base.find("[[pool]]").unwrap();
+        format!("{}{}\n{}", &base[..at], service(freebind), &base[at..])
+    };
+
+    let mut refused = Node::start(&config(false));
+    assert!(
+        !refused.wait_exit().success(),
+        "binding a foreign address needs freebind"
+    );
+    assert!(
+        refused.log_text().contains("cannot listen on 192.0.2.77"),
+        "{}",
+        refused.log_text()
+    );
+
+    let node = Node::start_listening(&config(true), held);
+    node.wait_log("listening on", 1);
+    assert!(
+        node.log_text().contains("vip=192.0.2.77:18443"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(which_backend(held).unwrap(), "a");
+}
