@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::failover::{Failover, FailoverError};
 use crate::health::{self, PoolsHealth};
 use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
@@ -33,6 +34,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Failover(#[from] FailoverError),
 }
 
 /// What a successful reload changed, for the log line.
@@ -76,6 +79,7 @@ impl Daemon {
             node: config.node.clone(),
             services: Vec::new(),
             pools: Vec::new(),
+            vrrp: Vec::new(),
         };
         let registry = Arc::new(Registry::default());
         let monitor = Monitor::new();
@@ -239,13 +243,19 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
 
     let mut daemon = Daemon::start(config, config_path)?;
+    let mut failover = Failover::start(&daemon.config().vrrp, daemon.pools_health()).await?;
     tracing::info!(config = %config_path.display(), threads = daemon.config().node.threads,
         "{}; listening on {}", daemon.config().summary(), listen_list(daemon.config()));
 
     let signal_name = loop {
         tokio::select! {
             _ = hup.recv() => match daemon.reload() {
-                Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+                Ok(summary) => {
+                    tracing::info!("configuration reloaded: {summary}");
+                    for error in failover.apply(&daemon.config().vrrp).await {
+                        tracing::error!("{error}");
+                    }
+                }
                 Err(e) => tracing::error!(
                     "configuration reload rejected, still serving the previous one: {e}"),
             },
@@ -254,6 +264,8 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         }
     };
     let deadline = daemon.config().node.drain_timeout;
+    // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
+    failover.shutdown().await;
     tracing::info!("{signal_name}: no longer accepting");
     let left = daemon.shutdown(deadline).await;
     if left > 0 {

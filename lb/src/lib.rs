@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod failover;
 pub mod health;
 pub mod logging;
 pub mod pool;

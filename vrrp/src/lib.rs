@@ -1,9 +1,41 @@
 //! `vrrp` owns one question: which node holds a virtual IP.
 //!
-//! It will hold a pure core (`packet`: the VRRPv2/v3 codec, `machine`: the RFC 5798 state
-//! machine, with time always passed in) and a thin I/O shell (raw sockets, rtnetlink, ARP).
-//! It knows nothing of `lb` or `healthcheck`; the daemon in `lb` composes them.
+//! It speaks VRRPv3 (RFC 5798) over IPv4 and IPv6, and VRRPv2 (RFC 3768) over IPv4, so it can
+//! stand in a group with keepalived. It knows nothing of `lb` or `healthcheck`: the daemon in
+//! `lb` turns health results into [`Input::SetPriorityDelta`] or [`Input::Fault`], and admin
+//! commands into [`Input::Relinquish`].
 //!
-//! Nothing is implemented yet: the election arrives with the VRRP issue. The crate exists now so
-//! the workspace has its final shape and dependency direction from the first commit.
-#![forbid(unsafe_code)]
+//! The crate is split like quinn: a pure core that is all the protocol, and a thin shell that is
+//! all the I/O.
+//!
+//! - [`packet`] (pure): the wire codec. [`encode`] / [`decode`] the VRRP message with its
+//!   checksum, [`parse_ipv4`] the header a raw socket delivers, [`check_ttl`] the RFC 5798 §7.1
+//!   TTL rule. [`DecodeError::reason`] labels drop counters.
+//! - [`machine`] (pure): the RFC 5798 §6 state machine plus Fault. Time is always an argument:
+//!   [`Machine::handle`] takes `now` and an [`Input`] and returns [`Action`]s;
+//!   [`Machine::next_timeout`] says when to call it again. No sockets, no clock reads, so
+//!   elections, preemption and split brain are tested in memory on a fake clock.
+//! - The shell: `sys` (raw sockets, netlink, ARP / NA: the only code that talks to the kernel)
+//!   and `instance` (the tokio task that sleeps until `next_timeout`, feeds received adverts in
+//!   and carries out the actions). The pure modules never depend on them.
+//!
+//! Use [`packet`] alone to inspect or craft adverts; use [`machine`] with your own I/O to run
+//! an election; use `instance` to run one on a real interface.
+//!
+//! `unsafe` is denied crate-wide; only files under `sys` that need it opt out with a local
+//! `#![allow(unsafe_code)]`, each block with a `// SAFETY:` line.
+#![deny(unsafe_code)]
+
+pub mod instance;
+pub mod machine;
+pub mod packet;
+pub mod sys;
+
+pub use machine::{
+    Action, ConfigError, Input, MAX_PREEMPT_DELAY, Machine, MachineConfig, OWNER_PRIORITY,
+    STOP_PRIORITY, State,
+};
+pub use packet::{
+    Advert, DecodeError, EncodeError, Ipv4Meta, MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL, Version,
+    check_ttl, decode, encode, parse_ipv4,
+};

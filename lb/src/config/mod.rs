@@ -9,6 +9,7 @@ mod health;
 mod raw;
 mod validate;
 mod values;
+mod vrrp;
 
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
+pub use vrrp::{Notify, TrackPool, Vip, VrrpConfig, VrrpMode};
 
 /// A validated configuration: every reference resolves and every value is in
 /// range, so the daemon can apply it without further checks.
@@ -30,6 +32,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub services: Vec<ServiceConfig>,
     pub pools: Vec<PoolConfig>,
+    /// Virtual routers this node takes part in (`[[vrrp]]`); empty: no failover.
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// Settings for this load-balancer process as a whole (`[node]`).

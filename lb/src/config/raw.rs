@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::health::RawHealth;
+use super::vrrp::RawVrrp;
 use super::{Balance, ProxyProtocol, Role};
 
 /// The whole file. Table names are singular (`[[service]]`, `[[pool]]`)
@@ -22,6 +23,8 @@ pub(crate) struct RawConfig {
     pub service: Vec<Spanned<RawService>>,
     #[serde(default)]
     pub pool: Vec<Spanned<RawPool>>,
+    #[serde(default)]
+    pub vrrp: Vec<Spanned<RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,12 +35,22 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
     };
     let node = v.node(raw.node);
     let pools = v.pools(&raw.pool);
-    let services = v.services(&raw.service, &raw.pool);
+    let mut services = v.services(&raw.service, &raw.pool);
+    let vrrp = v.vrrps(&raw.vrrp, &raw.pool);
+    // A service on a VIP must bind it on the backup too, where the address is not (yet) local.
+    for service in &mut services {
+        let on_vip = vrrp
+            .iter()
+            .flat_map(|i| &i.vips)
+            .any(|vip| vip.addr == service.listen.ip());
+        service.freebind |= on_vip;
+    }
     if v.errors.is_empty() {
         Ok(Config {
             node,
             services,
             pools,
+            vrrp,
         })
     } else {
         // Document order reads best; the sort is stable for same-spot errors. A pool-level
@@ -63,7 +73,7 @@ impl Validator<'_> {
         self.errors.push(error);
     }
 
-    fn line_of(&self, span: &Range<usize>) -> usize {
+    pub(crate) fn line_of(&self, span: &Range<usize>) -> usize {
         position(self.source, span.start).0
     }
 

@@ -4,6 +4,8 @@
 //! stopped by PID when their handle drops.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -55,7 +57,11 @@ impl Backend {
     }
 
     pub fn start_on(name: &str, addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).expect("bind backend");
+        Self::from_listener(name, TcpListener::bind(addr).expect("bind backend"))
+    }
+
+    /// A backend serving on `listener` (e.g. one bound inside a test's network namespace).
+    pub fn from_listener(name: &str, listener: TcpListener) -> Self {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicU64::new(0));
@@ -248,6 +254,19 @@ impl Node {
                 c
             }
         };
+        command.args(["run", "-c"]).arg(&path);
+        Self::spawn(command, dir, path, log)
+    }
+
+    /// Starts `tandem run` inside network namespace `ns` (through `ip netns exec`, which
+    /// execs the node in place: the child PID is the node's).
+    pub fn start_in_netns(ns: &str, config: &str) -> Self {
+        let dir = temp_dir();
+        let path = dir.join("tandem.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("tandem.log");
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(tandem_bin());
         command.args(["run", "-c"]).arg(&path);
         Self::spawn(command, dir, path, log)
     }

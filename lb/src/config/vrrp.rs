@@ -1,0 +1,440 @@
+//! The `[[vrrp]]` tables: which virtual routers this node takes part in.
+//!
+//! Checked here as far as a file can be: ranges the RFCs fix (VRID, priority, advert interval
+//! per version), one address family per instance, tracked pools that exist. What only the
+//! running system can say (does the interface exist, may we open raw sockets) is reported by the
+//! daemon when it starts the instance.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::raw::RawPool;
+use super::validate::Validator;
+use super::values;
+
+const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_PRIORITY: u8 = 100;
+const DEFAULT_GARP_REPEAT: u32 = 5;
+const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
+const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One virtual router (`[[vrrp]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub mode: VrrpMode,
+    /// The link the election runs on (and the VIPs are added to).
+    pub interface: String,
+    /// 1..=255, shared by every router of the group.
+    pub vrid: u8,
+    /// 1..=255; 255 means this node owns the VIPs (RFC 5798 §6.1). Default 100.
+    pub priority: u8,
+    /// Default 1s. v3: 10ms steps up to 40.95s; v2: whole seconds up to 255s.
+    pub advert_interval: Duration,
+    /// 2 or 3 (default 3).
+    pub version: u8,
+    /// Addresses with prefix length; all of one family.
+    pub vips: Vec<Vip>,
+    /// Unicast peers; empty: multicast on the interface.
+    pub peers: Vec<IpAddr>,
+    /// The address adverts are sent from; default: the interface's first address of the family.
+    pub source: Option<IpAddr>,
+    /// Whether a higher-priority backup takes over from a running master. Default true.
+    pub preempt: bool,
+    /// After start, how long a backup waits before it may preempt. Default 0.
+    pub preempt_delay: Duration,
+    pub track: Vec<TrackPool>,
+    /// Links whose loss puts the instance in FAULT (no VIP, no adverts).
+    pub track_interfaces: Vec<String>,
+    /// Gratuitous ARPs / NAs sent on becoming master, `garp_interval` apart. Default 5, 200ms.
+    pub garp_repeat: u32,
+    pub garp_interval: Duration,
+    /// While master, re-announce every this long; `None` (default): never.
+    pub garp_refresh: Option<Duration>,
+    pub notify: Notify,
+    /// Instances sharing a sync group change role together.
+    pub sync_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpMode {
+    /// The master holds the VIPs (a rack pair).
+    Vip,
+    /// No VIP moves: the role only drives the admin `/healthz` answer (a cloud pair behind a
+    /// target group).
+    Cloud,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vip {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// `{ pool, min_healthy, weight }`: while fewer than `min_healthy` backends of `pool` are
+/// usable, the instance's priority drops by `weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackPool {
+    pub pool: String,
+    pub min_healthy: u32,
+    pub weight: u8,
+}
+
+/// Programs run on role changes (argv, no shell), each bounded by `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notify {
+    pub master: Option<Vec<String>>,
+    pub backup: Option<Vec<String>>,
+    pub fault: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVrrp {
+    pub name: Spanned<String>,
+    pub mode: Option<Spanned<String>>,
+    pub interface: Spanned<String>,
+    pub vrid: Spanned<i64>,
+    pub priority: Option<Spanned<i64>>,
+    pub advert_interval: Option<Spanned<String>>,
+    pub version: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub vips: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub track: Vec<Spanned<RawTrack>>,
+    #[serde(default)]
+    pub track_interfaces: Vec<Spanned<String>>,
+    pub garp_repeat: Option<Spanned<i64>>,
+    pub garp_interval: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<String>>,
+    pub notify: Option<Spanned<RawNotify>>,
+    pub sync_group: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrack {
+    pub pool: Spanned<String>,
+    pub min_healthy: Option<Spanned<i64>>,
+    pub weight: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotify {
+    pub master: Option<Spanned<Vec<String>>>,
+    pub backup: Option<Spanned<Vec<String>>>,
+    pub fault: Option<Spanned<Vec<String>>>,
+    pub stop: Option<Spanned<Vec<String>>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+impl Validator<'_> {
+    pub(crate) fn vrrps(
+        &mut self,
+        raw: &[Spanned<RawVrrp>],
+        pools: &[Spanned<RawPool>],
+    ) -> Vec<VrrpConfig> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut groups: HashMap<(String, u8, bool), String> = HashMap::new();
+        let mut all = Vec::with_capacity(raw.len());
+        for spanned in raw {
+            let r = spanned.get_ref();
+            let name = r.name.get_ref();
+            let result = values::name("vrrp", name);
+            if let Err(message) = result {
+                self.error(r.name.span(), message);
+            }
+            if let Some(&line) = names.get(name.as_str()) {
+                let message = format!("duplicate vrrp name {name:?}; first defined at line {line}");
+                self.error(r.name.span(), message);
+            } else {
+                names.insert(name, self.line_of(&r.name.span()));
+            }
+            let Some(config) = self.vrrp(r, spanned.span(), pools) else {
+                continue;
+            };
+            let v6 = config.vips.first().is_some_and(|v| v.addr.is_ipv6())
+                || config.source.is_some_and(|s| s.is_ipv6());
+            let key = (config.interface.clone(), config.vrid, v6);
+            if let Some(other) = groups.get(&key) {
+                let message = format!(
+                    "vrid {} on {} is already used by vrrp {other:?}; each virtual router of a \
+                     link needs its own vrid",
+                    config.vrid, config.interface
+                );
+                self.error(r.vrid.span(), message);
+            } else {
+                groups.insert(key, config.name.clone());
+            }
+            all.push(config);
+        }
+        all
+    }
+
+    fn vrrp(
+        &mut self,
+        r: &RawVrrp,
+        table: Range<usize>,
+        pools: &[Spanned<RawPool>],
+    ) -> Option<VrrpConfig> {
+        let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("vip") => VrrpMode::Vip,
+            Some("cloud") => VrrpMode::Cloud,
+            Some(other) => {
+                let message = format!("mode must be \"vip\" or \"cloud\", not {other:?}");
+                self.error(r.mode.as_ref().map_or(table.clone(), |m| m.span()), message);
+                VrrpMode::Vip
+            }
+        };
+        let interface = r.interface.get_ref().clone();
+        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+            let message = format!("interface {interface:?} is not an interface name");
+            self.error(r.interface.span(), message);
+        }
+        let vrid = self.int("vrid", &Some(r.vrid.clone()), 1..=255, 1u8);
+        let priority = self.int("priority", &r.priority, 1..=255, DEFAULT_PRIORITY);
+        let version = self.int("version", &r.version, 2..=3, 3u8);
+        let advert_interval = self.advert_interval(r, version);
+
+        let vips: Vec<Vip> = r.vips.iter().filter_map(|v| self.vip(v)).collect();
+        match mode {
+            VrrpMode::Vip if r.vips.is_empty() => {
+                let message = "a vrrp instance in vip mode needs `vips`, e.g. \
+                               [\"10.0.0.100/24\"]"
+                    .to_owned();
+                self.error(table.clone(), message);
+            }
+            VrrpMode::Cloud if !r.vips.is_empty() => {
+                let message = "cloud mode moves no address: remove `vips`".to_owned();
+                self.error(r.vips[0].span(), message);
+            }
+            VrrpMode::Cloud if r.peers.is_empty() => {
+                let message =
+                    "cloud mode needs unicast `peers` (clouds carry no multicast)".to_owned();
+                self.error(table.clone(), message);
+            }
+            _ => {}
+        }
+        let peers: Vec<IpAddr> = r.peers.iter().filter_map(|p| self.ip("peer", p)).collect();
+        let source = r.source.as_ref().and_then(|s| self.ip("source", s));
+
+        // One family per instance (RFC 5798 §5.2.9: one address family per advert).
+        let family_v6 = vips
+            .first()
+            .map(|v| v.addr.is_ipv6())
+            .or(source.map(|s| s.is_ipv6()))
+            .or(peers.first().map(IpAddr::is_ipv6));
+        if let Some(v6) = family_v6 {
+            let spans = r
+                .vips
+                .iter()
+                .zip(vips.iter().map(|v| v.addr))
+                .chain(r.peers.iter().zip(peers.iter().copied()))
+                .chain(r.source.iter().zip(source));
+            for (raw, addr) in spans {
+                if addr.is_ipv6() != v6 {
+                    let message = format!(
+                        "{addr} is not of the instance's address family; use one [[vrrp]] per \
+                         family"
+                    );
+                    self.error(raw.span(), message);
+                }
+            }
+            if v6 && version == 2 {
+                let span = r.version.as_ref().map_or(table.clone(), |v| v.span());
+                let message = "VRRPv2 is IPv4 only (RFC 3768); use version = 3 for IPv6".to_owned();
+                self.error(span, message);
+            }
+        }
+
+        let mut track = Vec::new();
+        for t in &r.track {
+            track.extend(self.track(t.get_ref(), pools));
+        }
+        if priority == 255 && !r.track.is_empty() {
+            let message = "priority 255 marks the address owner, whose priority never changes \
+                           (RFC 5798 §6.1); use 254 or less with `track`"
+                .to_owned();
+            self.error(r.track[0].span(), message);
+        }
+        let track_interfaces = r
+            .track_interfaces
+            .iter()
+            .map(|i| i.get_ref().clone())
+            .collect();
+        let garp_repeat = self.int("garp_repeat", &r.garp_repeat, 0..=100, DEFAULT_GARP_REPEAT);
+        let garp_interval = self.duration(
+            "garp_interval",
+            &r.garp_interval,
+            DEFAULT_GARP_INTERVAL,
+            false,
+        );
+        let garp_refresh = r
+            .garp_refresh
+            .as_ref()
+            .map(|_| self.duration("garp_refresh", &r.garp_refresh, Duration::ZERO, true));
+        let notify = self.notify(r.notify.as_ref());
+        let sync_group = r.sync_group.as_ref().map(|g| {
+            if let Err(message) = values::name("sync_group", g.get_ref()) {
+                self.error(g.span(), message);
+            }
+            g.get_ref().clone()
+        });
+        Some(VrrpConfig {
+            name: r.name.get_ref().clone(),
+            mode,
+            interface,
+            vrid,
+            priority,
+            advert_interval,
+            version,
+            vips,
+            peers,
+            source,
+            preempt: r.preempt.as_ref().is_none_or(|p| *p.get_ref()),
+            preempt_delay: self.duration("preempt_delay", &r.preempt_delay, Duration::ZERO, false),
+            track,
+            track_interfaces,
+            garp_repeat,
+            garp_interval,
+            garp_refresh,
+            notify,
+            sync_group,
+        })
+    }
+
+    fn advert_interval(&mut self, r: &RawVrrp, version: u8) -> Duration {
+        let interval = self.duration(
+            "advert_interval",
+            &r.advert_interval,
+            DEFAULT_ADVERT_INTERVAL,
+            true,
+        );
+        let Some(raw) = &r.advert_interval else {
+            return interval;
+        };
+        // The wire format decides what is representable (RFC 5798 §5.2.7, RFC 3768 §5.3.7).
+        let wire = if version == 2 {
+            vrrp::Version::V2
+        } else {
+            vrrp::Version::V3
+        };
+        let problem = wire.wire_interval(interval).is_none().then(|| {
+            if version == 2 {
+                "VRRPv2 advert_interval is whole seconds from 1s to 255s (RFC 3768 §5.3.7)"
+            } else {
+                "VRRPv3 advert_interval is a multiple of 10ms from 10ms to 40.95s (RFC 5798 §5.2.7)"
+            }
+            .to_owned()
+        });
+        match problem {
+            Some(message) => {
+                self.error(raw.span(), message);
+                DEFAULT_ADVERT_INTERVAL
+            }
+            None => interval,
+        }
+    }
+
+    fn vip(&mut self, raw: &Spanned<String>) -> Option<Vip> {
+        let text = raw.get_ref().trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            let message =
+                format!("invalid vip {text:?}: expected ADDRESS[/PREFIX], e.g. 10.0.0.100/24");
+            self.error(raw.span(), message);
+            return None;
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix.map(str::parse::<u8>) {
+            None => max,
+            Some(Ok(p)) if (1..=max).contains(&p) => p,
+            Some(_) => {
+                let message = format!("vip {text:?}: prefix length must be 1 to {max}");
+                self.error(raw.span(), message);
+                return None;
+            }
+        };
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+            let message = format!("vip {addr} cannot be a virtual address");
+            self.error(raw.span(), message);
+            return None;
+        }
+        Some(Vip { addr, prefix })
+    }
+
+    fn ip(&mut self, key: &str, raw: &Spanned<String>) -> Option<IpAddr> {
+        match raw.get_ref().trim().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let message = format!("invalid {key} {:?}: expected an IP address", raw.get_ref());
+                self.error(raw.span(), message);
+                None
+            }
+        }
+    }
+
+    fn track(&mut self, t: &RawTrack, pools: &[Spanned<RawPool>]) -> Option<TrackPool> {
+        let name = t.pool.get_ref();
+        let pool = pools.iter().find(|p| p.get_ref().name.get_ref() == name);
+        let size = pool
+            .and_then(|p| p.get_ref().backends.as_ref())
+            .map_or(0, |b| b.get_ref().len());
+        if pool.is_none() {
+            let message = format!("track names pool {name:?}, which is not defined");
+            self.error(t.pool.span(), message);
+        }
+        let max = i64::try_from(size.max(1)).unwrap_or(i64::MAX);
+        let min_healthy = self.int("min_healthy", &t.min_healthy, 1..=max, 1u32);
+        let weight = self.int("weight", &Some(t.weight.clone()), 1..=254, 1u8);
+        pool.map(|_| TrackPool {
+            pool: name.clone(),
+            min_healthy,
+            weight,
+        })
+    }
+
+    fn notify(&mut self, raw: Option<&Spanned<RawNotify>>) -> Notify {
+        let Some(raw) = raw else {
+            return Notify {
+                timeout: DEFAULT_NOTIFY_TIMEOUT,
+                ..Notify::default()
+            };
+        };
+        let raw = raw.get_ref();
+        let mut argv = |key: &str, value: &Option<Spanned<Vec<String>>>| {
+            let v = value.as_ref()?;
+            if v.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                let message = format!("notify.{key} must name a program (it runs without a shell)");
+                self.error(v.span(), message);
+                return None;
+            }
+            Some(v.get_ref().clone())
+        };
+        let (master, backup) = (argv("master", &raw.master), argv("backup", &raw.backup));
+        let (fault, stop) = (argv("fault", &raw.fault), argv("stop", &raw.stop));
+        Notify {
+            master,
+            backup,
+            fault,
+            stop,
+            timeout: self.duration("timeout", &raw.timeout, DEFAULT_NOTIFY_TIMEOUT, true),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! VRRP failover between two real Tandem nodes, each in its own network namespace on a bridge
+//! the test builds: the master holds the VIP and serves it; the backup takes over when the
+//! master dies, stops or loses its backends.
+//!
+//! Each node has a backend of its own on its namespace's loopback, named after the node, so a
+//! client connection to VIP:80 says which node holds the VIP. All traffic stays on the test's
+//! bridge (see `common::netns`).
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::netns::{Lan, has_addr, in_netns, mac_of, neighbour_mac};
+use common::*;
+
+const VIP_HOST: u8 = 100;
+const PORT: u16 = 80;
+
+/// Two LB namespaces (`.1` lb1, `.2` lb2) and a client (`.10`) on one bridge.
+struct Rack {
+    /// Held for its `Drop`, which deletes the namespaces.
+    _lan: Lan,
+    lbs: [String; 2],
+    client: String,
+    vip: Ipv4Addr,
+}
+
+impl Rack {
+    fn new(test: &str) -> Option<Self> {
+        let mut lan = Lan::new(test)?;
+        let lbs = [lan.host("lb1", 1), lan.host("lb2", 2)];
+        let client = lan.host("client", 10);
+        let vip = lan.addr(VIP_HOST);
+        Some(Self {
+            _lan: lan,
+            lbs,
+            client,
+            vip,
+        })
+    }
+
+    /// A backend named `name` on 127.0.0.1:9000 inside `ns`.
+    fn backend(&self, ns: &str, name: &str) -> Backend {
+        let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:9000").expect("bind"));
+        Backend::from_listener(name, listener)
+    }
+
+    fn config(&self, node: &str, priority: u8, extra_vrrp: &str) -> String {
+        format!(
+            r#"[node]
+name = "{node}"
+threads = 1
+drain_timeout = "1s"
+
+[[service]]
+name = "web"
+listen = "{vip}:{PORT}"
+pool = "web"
+connect_timeout = "500ms"
+
+[[pool]]
+name = "web"
+backends = [{{ addr = "127.0.0.1:9000" }}]
+health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
+
+[[vrrp]]
+name = "front"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "100ms"
+vips = ["{vip}/24"]
+garp_interval = "300ms"
+{extra_vrrp}
+"#,
+            vip = self.vip
+        )
+    }
+
+    fn start(&self, i: usize, priority: u8, extra: &str) -> Node {
+        let name = format!("lb{}", i + 1);
+        Node::start_in_netns(&self.lbs[i], &self.config(&name, priority, extra))
+    }
+
+    /// Which backend a new client connection to VIP:80 reaches, if any.
+    fn served_by(&self) -> Option<String> {
+        let target = SocketAddr::from((self.vip, PORT));
+        in_netns(&self.client, move || {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            socket
+                .connect_timeout(&target.into(), Duration::from_millis(500))
+                .ok()?;
+            let stream: std::net::TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok()?;
+            Client { stream }.backend_name().ok()
+        })
+    }
+
+    /// Waits until the VIP is on node `i` only, and clients reach that node's backend.
+    fn wait_master(&self, i: usize, logs: &[&Node]) {
+        let name = format!("lb{}", i + 1);
+        let other = &self.lbs[1 - i];
+        let context = || {
+            logs.iter()
+                .map(|n| n.log_text())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        wait_until(&format!("VIP on {name} only\n{}", context()), || {
+            has_addr(&self.lbs[i], self.vip) && !has_addr(other, self.vip)
+        });
+        wait_until(&format!("clients served by {name}\n{}", context()), || {
+            self.served_by().as_deref() == Some(name.as_str())
+        });
+    }
+}
+
+#[test]
+fn the_backup_takes_over_when_the_master_is_killed_and_clients_follow_the_gratuitous_arp() {
+    let Some(rack) = Rack::new("vrrp kill -9") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let mut lb1 = rack.start(0, 150, "");
+    let lb2 = rack.start(1, 100, "");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    assert_eq!(
+        neighbour_mac(&rack.client, rack.vip).as_deref(),
+        Some(mac_of(&rack.lbs[0]).as_str())
+    );
+
+    // kill -9: no priority-0 advert, no cleanup. The backup waits Master_Down_Interval.
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    wait_until(&format!("lb2 serves the VIP\n{}", lb2.log_text()), || {
+        rack.served_by().as_deref() == Some("lb2")
+    });
+    assert!(has_addr(&rack.lbs[1], rack.vip));
+    // The client learnt the new owner from lb2's gratuitous ARP (the dead lb1 still has the
+    // address configured, and would answer ARP requests for it itself).
+    assert_eq!(
+        neighbour_mac(&rack.client, rack.vip).as_deref(),
+        Some(mac_of(&rack.lbs[1]).as_str())
+    );
+    let log = lb2.log_text();
+    assert!(log.contains("BACKUP -> MASTER"), "{log}");
+    drop(lb2);
+    drop(rack);
+}
+
+#[test]
+fn sigterm_hands_over_and_a_returning_master_takes_back_only_with_preempt() {
+    let Some(rack) = Rack::new("vrrp sigterm + preempt") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+
+    // preempt (default): the higher-priority node takes the VIP back when it returns.
+    let mut lb1 = rack.start(0, 150, "");
+    let lb2 = rack.start(1, 100, "");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    lb1.signal(rustix::process::Signal::TERM);
+    lb1.wait_exit();
+    assert!(
+        !has_addr(&rack.lbs[0], rack.vip),
+        "a stopped master removes its VIP"
+    );
+    rack.wait_master(1, &[&lb2]);
+    let lb1 = rack.start(0, 150, "");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    drop((lb1, lb2));
+
+    // nopreempt: the returning node stays backup.
+    let mut lb1 = rack.start(0, 150, "preempt = false");
+    let lb2 = rack.start(1, 100, "preempt = false");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    lb1.signal(rustix::process::Signal::TERM);
+    lb1.wait_exit();
+    rack.wait_master(1, &[&lb2]);
+    let lb1 = rack.start(0, 150, "preempt = false");
+    lb1.wait_log("INIT -> BACKUP", 1);
+    // Several Master_Down_Intervals (~0.35 s each): lb1 would have taken over by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(has_addr(&rack.lbs[1], rack.vip) && !has_addr(&rack.lbs[0], rack.vip));
+    assert_eq!(rack.served_by().as_deref(), Some("lb2"));
+    drop((lb1, lb2));
+}
+
+#[test]
+fn a_master_whose_backends_all_died_hands_the_vip_to_the_node_that_still_has_them() {
+    let Some(rack) = Rack::new("vrrp pool tracking") else {
+        return;
+    };
+    let mut b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let track = r#"track = [{ pool = "web", min_healthy = 1, weight = 60 }]"#;
+    let lb1 = rack.start(0, 150, track);
+    let lb2 = rack.start(1, 100, track);
+    rack.wait_master(0, &[&lb1, &lb2]);
+
+    // lb1's only web backend dies: 150 - 60 = 90 < 100, so lb2 preempts.
+    b1.stop();
+    rack.wait_master(1, &[&lb1, &lb2]);
+    assert!(
+        lb1.log_text().contains("MASTER -> BACKUP"),
+        "{}",
+        lb1.log_text()
+    );
+
+    // It recovers: lb1 is back at 150 and takes over again.
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    drop((lb1, lb2));
+}

@@ -1,0 +1,533 @@
+//! One virtual router on a real link: the tokio task that drives a [`Machine`].
+//!
+//! It sleeps until the machine's next deadline, an advert, a command or a link change; feeds
+//! each to the machine; and carries out the actions: adverts out of the raw socket, VIPs added
+//! and removed with netlink, gratuitous ARP / NA repeated after a takeover. Its state is
+//! published on a watch channel ([`Instance::status`]) for the daemon's status page, metrics,
+//! notify scripts and cloud-mode health endpoint.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::machine::{Action, Input, Machine, MachineConfig, State};
+use crate::packet::{self, Advert, Version};
+use crate::sys::addr::Addresses;
+use crate::sys::announce::Announcer;
+use crate::sys::link::{self, Link};
+use crate::sys::socket::{AdvertSocketV4, GROUP_V4};
+
+/// How often links (own and tracked) are looked at. Cheap: a sysfs read each.
+const LINK_POLL: Duration = Duration::from_millis(200);
+/// Drops of the same reason logged at most this often (the counter still counts each).
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Largest IPv4 datagram we expect: header with options plus 255 addresses.
+const RECV_BUF: usize = 2048;
+
+/// Everything one instance needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    /// For logs.
+    pub name: String,
+    pub interface: String,
+    pub version: Version,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Addresses and prefix lengths the master holds.
+    pub vips: Vec<(IpAddr, u8)>,
+    /// Add and remove `vips` (false: cloud mode, the role only drives `/healthz`).
+    pub manage_vips: bool,
+    /// Unicast peers; empty: multicast.
+    pub peers: Vec<IpAddr>,
+    /// Source of adverts; `None`: the interface's primary address.
+    pub source: Option<IpAddr>,
+    /// Further links whose loss means FAULT (the instance's own link always counts).
+    pub track_interfaces: Vec<String>,
+    pub garp_repeat: u32,
+    pub garp_interval: Duration,
+    pub garp_refresh: Option<Duration>,
+}
+
+/// What the instance publishes after every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    pub priority: u8,
+    pub effective_priority: u8,
+    /// The master as last seen (ourselves when master).
+    pub master: Option<IpAddr>,
+    /// Our advert source address.
+    pub source: Option<IpAddr>,
+    pub since: Instant,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Dropped packets by reason ([`packet::DecodeError::reason`], or `vrid`/`version`).
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// Commands from the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Tracking changed: the priority delta now in force (see [`Input::SetPriorityDelta`]).
+    PriorityDelta(i32),
+    /// An external fault source (e.g. a gateway check) is down or up again.
+    ExternalFault(bool),
+    /// Hand the master role over (admin swap).
+    Relinquish,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("interface {0}: {1}")]
+    Interface(String, #[source] io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::machine::ConfigError),
+    #[error("no {family} address on {interface} to send adverts from; set `source`")]
+    NoSource {
+        family: &'static str,
+        interface: String,
+    },
+    #[error("VRRP over IPv6 is not supported by this build yet")]
+    Ipv6,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+/// A running instance. Dropping it does not stop it: call [`Instance::shutdown`], which sends
+/// the priority-0 advert and removes the VIPs (RFC 5798 §6.4.3 (605)).
+pub struct Instance {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Instance {
+    /// Opens the sockets, clears VIPs left over from an earlier run, and starts the election.
+    pub async fn start(config: InstanceConfig) -> Result<Self, StartError> {
+        let link = Link::by_name(&config.interface)
+            .map_err(|e| StartError::Interface(config.interface.clone(), e))?;
+        let addresses = Addresses::connect().map_err(io_err("netlink"))?;
+        let v6 = config
+            .vips
+            .first()
+            .map(|(ip, _)| ip.is_ipv6())
+            .or(config.source.map(|s| s.is_ipv6()))
+            .or(config.peers.first().map(IpAddr::is_ipv6))
+            .unwrap_or(false);
+        if v6 {
+            return Err(StartError::Ipv6);
+        }
+        let source = match config.source {
+            Some(s) => s,
+            None => addresses
+                .primary(link.index, v6)
+                .await
+                .map_err(io_err("reading interface addresses"))?
+                .ok_or_else(|| StartError::NoSource {
+                    family: "IPv4",
+                    interface: config.interface.clone(),
+                })?,
+        };
+        let IpAddr::V4(source_v4) = source else {
+            return Err(StartError::Ipv6);
+        };
+        let machine = Machine::new(MachineConfig {
+            version: config.version,
+            vrid: config.vrid,
+            priority: config.priority,
+            advert_interval: config.advert_interval,
+            preempt: config.preempt,
+            preempt_delay: config.preempt_delay,
+            accept_mode: true,
+            primary_address: source,
+        })?;
+        let socket = AdvertSocketV4::open(&link, source_v4, config.peers.is_empty())
+            .map_err(io_err("opening the VRRP socket"))?;
+        let announcer = if config.manage_vips {
+            Some(Announcer::open(&link, true, false).map_err(io_err("opening the ARP socket"))?)
+        } else {
+            None
+        };
+        // A VIP still on the link from an earlier run would answer beside the real master.
+        if config.manage_vips {
+            for (ip, _) in &config.vips {
+                addresses
+                    .remove(link.index, *ip)
+                    .await
+                    .map_err(io_err("removing a leftover VIP"))?;
+            }
+        }
+
+        let now = Instant::now();
+        let status = Status {
+            state: State::Initialize,
+            priority: config.priority,
+            effective_priority: machine.effective_priority(),
+            master: None,
+            source: Some(source),
+            since: now,
+            transitions: 0,
+            adverts_sent: 0,
+            adverts_received: 0,
+            dropped: BTreeMap::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let driver = Driver {
+            config,
+            link,
+            source: source_v4,
+            machine,
+            socket,
+            addresses,
+            announcer,
+            status: status_tx,
+            announcing: None,
+            last_drop_log: BTreeMap::new(),
+            link_fault: false,
+            external_fault: false,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, stop_rx));
+        Ok(Self {
+            commands,
+            status: status_rx,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The current status; `changed()` on the receiver wakes on every change.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// A sender for commands, for tasks that outlive a borrow of the instance.
+    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
+    pub fn command(&self, command: Command) {
+        // Fails only when the task has ended (after shutdown): nothing left to command.
+        let _ = self.commands.send(command);
+    }
+
+    /// Stops the instance: a master resigns with a priority-0 advert and removes its VIPs.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+struct Driver {
+    config: InstanceConfig,
+    link: Link,
+    source: Ipv4Addr,
+    machine: Machine,
+    socket: AdvertSocketV4,
+    addresses: Addresses,
+    announcer: Option<Announcer>,
+    status: watch::Sender<Status>,
+    /// The task repeating gratuitous ARPs after a takeover; aborted when we stop being master.
+    announcing: Option<JoinHandle<()>>,
+    last_drop_log: BTreeMap<&'static str, Instant>,
+    link_fault: bool,
+    external_fault: bool,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut links = tokio::time::interval(LINK_POLL);
+        links.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.link_fault = !self.links_up();
+        if self.link_fault {
+            self.feed(Input::Fault(true)).await;
+        }
+        self.feed(Input::Startup).await;
+        let mut refresh = self.config.garp_refresh.map(|every| {
+            let mut t = tokio::time::interval_at(Instant::now() + every, every);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let deadline = self.machine.next_timeout();
+            tokio::select! {
+                _ = &mut stop => break,
+                () = sleep_until(deadline) => self.feed(Input::Timeout).await,
+                received = self.socket.recv(&mut buf) => match received {
+                    Ok(n) => {
+                        if let Some(input) = self.accept(&buf[..n]) {
+                            self.feed(input).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %self.config.name, error = %e, "VRRP receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(command) = commands.recv() => {
+                    let input = match command {
+                        Command::PriorityDelta(delta) => Input::SetPriorityDelta(delta),
+                        Command::ExternalFault(down) => {
+                            self.external_fault = down;
+                            Input::Fault(self.link_fault || self.external_fault)
+                        }
+                        Command::Relinquish => Input::Relinquish,
+                    };
+                    self.feed(input).await;
+                }
+                _ = links.tick() => {
+                    let fault = !self.links_up();
+                    if fault != self.link_fault {
+                        self.link_fault = fault;
+                        tracing::warn!(instance = %self.config.name, up = !fault, "tracked link changed");
+                        self.feed(Input::Fault(self.link_fault || self.external_fault)).await;
+                    }
+                }
+                _ = tick(&mut refresh) => {
+                    if self.machine.state() == State::Master {
+                        self.announce_once();
+                    }
+                }
+            }
+        }
+        self.feed(Input::Shutdown).await;
+    }
+
+    fn links_up(&self) -> bool {
+        self.link.is_up() && self.config.track_interfaces.iter().all(|i| link::is_up(i))
+    }
+
+    /// Checks a received datagram (RFC 5798 §7.1); `Some(input)` for an advert of our group.
+    fn accept(&mut self, datagram: &[u8]) -> Option<Input> {
+        let result = packet::parse_ipv4(datagram).and_then(|(meta, payload)| {
+            packet::check_ttl(meta.ttl)?;
+            let advert = packet::decode(payload, IpAddr::V4(meta.src), IpAddr::V4(meta.dst))?;
+            Ok((meta, advert))
+        });
+        let (meta, advert) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.drop_packet(e.reason(), &e.to_string());
+                return None;
+            }
+        };
+        if meta.src == self.source {
+            return None; // our own, looped back
+        }
+        if advert.vrid != self.config.vrid {
+            return None; // another virtual router of this link: not ours to count
+        }
+        if advert.version != self.config.version {
+            let why = format!(
+                "version {} advert from {}",
+                advert.version.number(),
+                meta.src
+            );
+            self.drop_packet("version", &why);
+            return None;
+        }
+        self.status.send_modify(|s| s.adverts_received += 1);
+        Some(Input::Advert {
+            src: IpAddr::V4(meta.src),
+            priority: advert.priority,
+            interval: advert.interval,
+        })
+    }
+
+    fn drop_packet(&mut self, reason: &'static str, detail: &str) {
+        self.status
+            .send_modify(|s| *s.dropped.entry(reason).or_default() += 1);
+        let now = Instant::now();
+        let due = self
+            .last_drop_log
+            .get(reason)
+            .is_none_or(|last| now.duration_since(*last) >= DROP_LOG_EVERY);
+        if due {
+            self.last_drop_log.insert(reason, now);
+            tracing::warn!(instance = %self.config.name, reason, "dropped a VRRP packet: {detail}");
+        }
+    }
+
+    async fn feed(&mut self, input: Input) {
+        let actions = self.machine.handle(Instant::now(), input);
+        for action in actions {
+            match action {
+                Action::SendAdvert { priority } => self.send_advert(priority),
+                Action::AddVips => self.add_vips().await,
+                Action::RemoveVips => self.remove_vips().await,
+                Action::Transition { from, to } => {
+                    tracing::info!(
+                        instance = %self.config.name,
+                        vrid = self.config.vrid,
+                        from = %from,
+                        to = %to,
+                        priority = self.machine.effective_priority(),
+                        "VRRP {}: {from} -> {to}",
+                        self.config.name
+                    );
+                    self.status.send_modify(|s| {
+                        s.state = to;
+                        s.since = Instant::now();
+                        s.transitions += 1;
+                    });
+                }
+            }
+        }
+        let (effective, master) = (self.machine.effective_priority(), self.machine.master());
+        self.status.send_if_modified(|s| {
+            let changed = s.effective_priority != effective || s.master != master;
+            s.effective_priority = effective;
+            s.master = master;
+            changed
+        });
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let advert = Advert {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval: self.config.advert_interval,
+            addresses: self.config.vips.iter().map(|(ip, _)| *ip).collect(),
+        };
+        let destinations: Vec<Ipv4Addr> = if self.config.peers.is_empty() {
+            vec![GROUP_V4]
+        } else {
+            self.config
+                .peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        };
+        for dst in destinations {
+            let sent = packet::encode(&advert, IpAddr::V4(self.source), IpAddr::V4(dst))
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|message| self.socket.send(&message, dst));
+            match sent {
+                Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
+                Err(e) => {
+                    tracing::warn!(instance = %self.config.name, %dst, error = %e, "sending a VRRP advert failed");
+                }
+            }
+        }
+    }
+
+    async fn add_vips(&mut self) {
+        if !self.config.manage_vips {
+            return;
+        }
+        for (ip, prefix) in &self.config.vips {
+            if let Err(e) = self.addresses.add(self.link.index, *ip, *prefix).await {
+                tracing::error!(instance = %self.config.name, vip = %ip, error = %e, "adding a VIP failed");
+            }
+        }
+        self.start_announcing();
+    }
+
+    async fn remove_vips(&mut self) {
+        if let Some(task) = self.announcing.take() {
+            task.abort();
+        }
+        if !self.config.manage_vips {
+            return;
+        }
+        for (ip, _) in &self.config.vips {
+            if let Err(e) = self.addresses.remove(self.link.index, *ip).await {
+                tracing::error!(instance = %self.config.name, vip = %ip, error = %e, "removing a VIP failed");
+            }
+        }
+    }
+
+    /// Gratuitous ARP for every VIP, `garp_repeat` times, `garp_interval` apart, in the
+    /// background so the election never waits on it.
+    fn start_announcing(&mut self) {
+        let Some(announcer) = &self.announcer else {
+            return;
+        };
+        if let Some(old) = self.announcing.take() {
+            old.abort();
+        }
+        let vips: Vec<Ipv4Addr> = v4_vips(&self.config.vips);
+        let (repeat, interval) = (self.config.garp_repeat, self.config.garp_interval);
+        let name = self.config.name.clone();
+        let announcer = announcer.clone();
+        self.announcing = Some(tokio::spawn(async move {
+            for round in 0..repeat {
+                if round > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                for ip in &vips {
+                    if let Err(e) = announcer.arp(*ip) {
+                        tracing::warn!(instance = %name, vip = %ip, error = %e, "gratuitous ARP failed");
+                    }
+                }
+            }
+        }));
+    }
+
+    fn announce_once(&self) {
+        let Some(announcer) = &self.announcer else {
+            return;
+        };
+        for ip in v4_vips(&self.config.vips) {
+            if let Err(e) = announcer.arp(ip) {
+                tracing::warn!(instance = %self.config.name, vip = %ip, error = %e, "gratuitous ARP failed");
+            }
+        }
+    }
+}
+
+fn v4_vips(vips: &[(IpAddr, u8)]) -> Vec<Ipv4Addr> {
+    vips.iter()
+        .filter_map(|(ip, _)| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,587 @@
+//! The RFC 5798 §6 state machine (Initialize, Backup, Master) plus Fault, for one virtual router.
+//!
+//! Sans-IO: the caller feeds [`Input`]s with the current time and carries out the [`Action`]s
+//! returned, in order. The machine never reads a clock and never touches a socket; its only
+//! notion of time is the `now` it is given and the deadline it asks for
+//! ([`Machine::next_timeout`]).
+//!
+//! The driver loop is:
+//! 1. `handle(now, Input::Startup)` once;
+//! 2. sleep until `next_timeout()` or until an advert or an event arrives;
+//! 3. on wake-up call `handle(now, Input::Timeout)` (when `now >= next_timeout()`) or
+//!    `handle(now, Input::Advert { .. })` etc., and carry out the actions; go to 2.
+//!
+//! What the machine does not do, and the caller must: decode and validate packets
+//! ([`crate::packet`], RFC 5798 §7.1 TTL, version and VRID checks), drop its own adverts
+//! (by source address), encode [`Action::SendAdvert`] with its addresses, and apply Accept_Mode
+//! (RFC 5798 §6.1) to traffic for the virtual addresses, which the machine only carries in its
+//! configuration.
+//!
+//! Numbers in parentheses, e.g. §6.4.2 (470), are the line labels of the RFC 5798 §6.4
+//! pseudo-code.
+//!
+//! Rules beyond the RFC, chosen here and tested in `machine/tests.rs` and `tests/election.rs`:
+//! - **Tracking** ([`Input::SetPriorityDelta`]): effective priority = configured priority +
+//!   delta, clamped to 1..=254. An address owner (configured priority 255) is never lowered or
+//!   raised: it owns the addresses, so it is master whenever it runs (as keepalived does).
+//! - **Preempt delay**: see [`MachineConfig::preempt_delay`].
+//! - **Fault** ([`Input::Fault`]): see [`Input::Fault`].
+//! - **Relinquish** (the admin "swap"): see [`Input::Relinquish`].
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::packet::Version;
+
+/// The priority of the router that owns the virtual addresses (RFC 5798 §5.2.4).
+pub const OWNER_PRIORITY: u8 = 255;
+/// The priority a master sends when it stops being master (RFC 5798 §5.2.4).
+pub const STOP_PRIORITY: u8 = 0;
+/// The longest accepted [`MachineConfig::preempt_delay`] (keepalived's limit, 1000 s).
+pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(1000);
+/// The shortest and longest Master_Adver_Interval a backup learns from an advert: one
+/// centisecond and the 12-bit maximum of 4095 cs (RFC 5798 §5.2.7). An out-of-range value (which
+/// the decoder never yields) is clamped, so no timer is ever due at once or overflows.
+const LEARNED_INTERVAL: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(40_950));
+
+/// How one virtual router is configured (RFC 5798 §6.1 parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// VRRPv3 (RFC 5798) or VRRPv2 (RFC 3768).
+    pub version: Version,
+    /// Virtual router id, 1..=255.
+    pub vrid: u8,
+    /// 1..=255; 255 means this router owns the virtual addresses (RFC 5798 §6.1 Priority).
+    pub priority: u8,
+    /// Advertisement_Interval: v3 a whole number of centiseconds up to 40.95 s, v2 whole
+    /// seconds up to 255 s ([`Version::wire_interval`]).
+    pub advert_interval: Duration,
+    /// Preempt_Mode (RFC 5798 §6.1): whether a higher-priority backup takes over from a
+    /// lower-priority master. An owner always takes over, whatever this says (§6.4.1).
+    pub preempt: bool,
+    /// Preemption hold-off (keepalived's `preempt_delay`, at most [`MAX_PREEMPT_DELAY`]).
+    ///
+    /// The rule: a backup that may preempt keeps *accepting* the lower-priority master's adverts
+    /// (resetting its Master_Down_Timer, as if `preempt` were off) until `preempt_delay` has
+    /// passed since the first such advert. The clock restarts whenever an advert of equal or
+    /// higher priority, or of priority 0, arrives, and whenever the machine enters Backup. From
+    /// that instant on, lower-priority adverts are discarded (RFC 5798 §6.4.2 (470)), so the
+    /// backup takes over one Master_Down_Interval after the last advert it accepted: after
+    /// startup next to a running lower-priority master, and again after a tracked check
+    /// recovers. Zero is the plain RFC behaviour. A backup that hears no master at all is not
+    /// held: its Master_Down_Timer fires as usual.
+    pub preempt_delay: Duration,
+    /// Accept_Mode (RFC 5798 §6.1). Carried for the caller, which applies it; the election does
+    /// not depend on it.
+    pub accept_mode: bool,
+    /// Our primary address on the link: the source of our adverts, compared with the sender's
+    /// in the tie-break between two masters of equal priority (RFC 5798 §6.4.3 (730)-(735)).
+    pub primary_address: IpAddr,
+}
+
+impl MachineConfig {
+    /// Checks the ranges RFC 5798 §5.2 and §6.1 allow; [`Machine::new`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vrid == 0 {
+            return Err(ConfigError::Vrid);
+        }
+        if self.priority == STOP_PRIORITY {
+            return Err(ConfigError::Priority);
+        }
+        if self.version.wire_interval(self.advert_interval).is_none() {
+            return Err(ConfigError::Interval(self.advert_interval));
+        }
+        if self.version == Version::V2 && !self.primary_address.is_ipv4() {
+            return Err(ConfigError::V2OverIpv6);
+        }
+        if self.preempt_delay > MAX_PREEMPT_DELAY {
+            return Err(ConfigError::PreemptDelay(self.preempt_delay));
+        }
+        Ok(())
+    }
+}
+
+/// A [`MachineConfig`] the protocol cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// VRID 0 (RFC 5798 §5.2.3).
+    #[error("virtual router id must be 1..=255")]
+    Vrid,
+    /// Priority 0 is reserved for a stopping master (RFC 5798 §5.2.4).
+    #[error("priority must be 1..=255 (0 means a master is stopping)")]
+    Priority,
+    /// Not representable on the wire ([`Version::wire_interval`]).
+    #[error(
+        "advert interval {0:?} is not representable (v3: 10 ms steps up to 40.95 s; v2: 1..=255 s)"
+    )]
+    Interval(Duration),
+    /// VRRPv2 is IPv4 only (RFC 3768 §5.1).
+    #[error("VRRPv2 needs an IPv4 primary address")]
+    V2OverIpv6,
+    /// Longer than [`MAX_PREEMPT_DELAY`].
+    #[error("preempt delay {0:?} is longer than 1000 s")]
+    PreemptDelay(Duration),
+}
+
+/// Where the virtual router stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not running: before [`Input::Startup`] and after [`Input::Shutdown`] (RFC 5798 §6.4.1).
+    Initialize,
+    /// Watching the master, ready to take over (§6.4.2).
+    Backup,
+    /// Holding the virtual addresses and advertising (§6.4.3).
+    Master,
+    /// Not taking part: a tracked interface or check is down. Not in the RFC; keepalived's FAULT.
+    Fault,
+}
+
+impl State {
+    /// The name notify scripts and logs use, as keepalived spells them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialize => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened, for [`Machine::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start the virtual router (RFC 5798 §6.4.1). Ignored unless in Initialize.
+    Startup,
+    /// Stop it (§6.4.2 (345)-(355), §6.4.3 (655)-(670)): a master sends priority 0 and
+    /// releases the addresses. Goes to Initialize from any state; a later Startup starts again.
+    Shutdown,
+    /// The deadline of [`Machine::next_timeout`] has come: Adver_Timer in Master,
+    /// Master_Down_Timer in Backup. Harmless if early (nothing is due, nothing happens).
+    Timeout,
+    /// A received advertisement, already decoded and checked (TTL, version, VRID) by the caller.
+    Advert {
+        /// The sender's primary address (the IP source).
+        src: IpAddr,
+        /// The sender's priority; 0 means it is leaving the master role.
+        priority: u8,
+        /// The interval it carries (v3 Max Adver Int, v2 Adver Int).
+        interval: Duration,
+    },
+    /// The sum of the weights of the tracked checks that currently apply (keepalived's
+    /// `weight`): negative lowers the effective priority, positive raises it, within 1..=254.
+    /// It replaces the previous delta. An owner (priority 255) ignores it.
+    ///
+    /// A master advertises the new priority from its next advert on; a master whose priority
+    /// fell below a backup's loses by that backup's preempt rule. A backup's Skew_Time and
+    /// Master_Down_Interval follow the new priority from the next time they are used.
+    SetPriorityDelta(i32),
+    /// A tracked interface or check went down (`true`) or came back (`false`); the caller
+    /// combines all its fault sources into this one flag.
+    ///
+    /// Down: a master sends one priority-0 advert (so a backup takes over after its Skew_Time
+    /// rather than a whole Master_Down_Interval, if the link still carries it), releases the
+    /// addresses and goes to Fault; a backup goes to Fault. No adverts are sent and none are
+    /// heard while in Fault. In Initialize the flag is remembered: Startup then goes to Fault.
+    ///
+    /// Up: Fault is left by the Startup rules (§6.4.1): an owner becomes Master at once,
+    /// anyone else becomes Backup with a fresh Master_Down_Timer, so it waits a full
+    /// Master_Down_Interval for the current master before claiming the addresses.
+    Fault(bool),
+    /// Hand the master role to a peer (the admin "swap"). Ignored unless Master, and ignored by
+    /// an owner, which is master whenever it runs.
+    ///
+    /// A master sends a priority-0 advert (so the best backup takes over after its Skew_Time),
+    /// releases the addresses and becomes Backup with a Master_Down_Timer of a full
+    /// Master_Down_Interval. It then does not preempt: it accepts the new master's adverts
+    /// whatever their priority, as if `preempt` were off, until it next becomes master by the
+    /// normal rules (the new master stops, fails or relinquishes in turn), or goes through
+    /// Fault or Initialize. If no peer takes over, its own Master_Down_Timer makes it master
+    /// again, so a swap never leaves the addresses unowned.
+    Relinquish,
+}
+
+/// What the caller must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advertisement with this priority (the effective priority, or 0 when resigning),
+    /// with the configured interval and virtual addresses.
+    SendAdvert {
+        /// The priority to put in the advert.
+        priority: u8,
+    },
+    /// Add the virtual addresses and announce them: gratuitous ARP for IPv4, unsolicited
+    /// Neighbor Advertisements for IPv6 (RFC 5798 §6.4.1, §6.4.2 (375)-(400)).
+    AddVips,
+    /// Remove the virtual addresses: we are no longer master (RFC 5798 §6.4.3, leaving Master).
+    RemoveVips,
+    /// The state changed; run notify scripts, log, update metrics. Every change is reported,
+    /// always after the effects above that belong to it.
+    Transition {
+        /// The state left.
+        from: State,
+        /// The state entered.
+        to: State,
+    },
+}
+
+/// One virtual router's protocol state. See the module docs for how to drive it.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    config: MachineConfig,
+    state: State,
+    /// The tracking delta last set; kept while stopped or in Fault.
+    delta: i32,
+    /// The priority in use: configured priority + delta, clamped (see [`Input::SetPriorityDelta`]).
+    effective: u8,
+    /// The fault flag last set by [`Input::Fault`].
+    fault: bool,
+    /// Master_Adver_Interval (RFC 5798 §6.1): learned from the master's adverts in v3, the
+    /// configured Advertisement_Interval in v2.
+    master_adver_interval: Duration,
+    /// Adver_Timer in Master, Master_Down_Timer in Backup, `None` otherwise.
+    timer: Option<Instant>,
+    /// The current master as last seen (ourselves when Master).
+    master: Option<IpAddr>,
+    /// When the current run of lower-priority adverts began (preempt delay clock).
+    lower_since: Option<Instant>,
+    /// Set by Relinquish: do not preempt until we next become master.
+    yielded: bool,
+}
+
+impl Machine {
+    /// A machine in Initialize, waiting for [`Input::Startup`].
+    pub fn new(config: MachineConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut machine = Self {
+            master_adver_interval: config.advert_interval,
+            effective: config.priority,
+            config,
+            state: State::Initialize,
+            delta: 0,
+            fault: false,
+            timer: None,
+            master: None,
+            lower_since: None,
+            yielded: false,
+        };
+        machine.effective = machine.compute_effective();
+        Ok(machine)
+    }
+
+    /// Applies one input at time `now`; returns what the caller must do, in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Startup => {
+                if self.state == State::Initialize {
+                    self.start(now, &mut out);
+                }
+            }
+            Input::Shutdown => self.shutdown(&mut out),
+            Input::Timeout => self.timeout(now, &mut out),
+            Input::Advert {
+                src,
+                priority,
+                interval,
+            } => self.advert(now, src, priority, interval, &mut out),
+            Input::SetPriorityDelta(delta) => {
+                self.delta = delta;
+                self.effective = self.compute_effective();
+            }
+            Input::Fault(down) => self.set_fault(now, down, &mut out),
+            Input::Relinquish => self.relinquish(now, &mut out),
+        }
+        out
+    }
+
+    /// The earliest instant at which [`Input::Timeout`] has work: `Some` exactly in Backup and
+    /// Master, and always later than the `now` of the last [`Machine::handle`] call.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The priority we advertise and compare with: configured priority plus tracking delta.
+    pub fn effective_priority(&self) -> u8 {
+        self.effective
+    }
+
+    /// The current master as last seen: our own primary address when Master, the source of the
+    /// last non-zero-priority advert when Backup (`None` until one arrives or after a priority-0
+    /// advert), `None` in Initialize and Fault.
+    pub fn master(&self) -> Option<IpAddr> {
+        self.master
+    }
+
+    /// The configuration the machine runs with.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// Master_Adver_Interval (RFC 5798 §6.1): the interval a backup expects from its master.
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    /// Skew_Time at the current effective priority. v3 (RFC 5798 §6.1):
+    /// `((256 - Priority) * Master_Adver_Interval) / 256`; v2 (RFC 3768 §6.1):
+    /// `(256 - Priority) / 256` seconds. Computed to the nanosecond, not rounded to centiseconds.
+    pub fn skew_time(&self) -> Duration {
+        let weight = 256 - u32::from(self.effective);
+        let base = match self.config.version {
+            Version::V3 => self.master_adver_interval,
+            Version::V2 => Duration::from_secs(1),
+        };
+        base * weight / 256
+    }
+
+    /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1; in v2,
+    /// RFC 3768 §6.1, the interval is the configured Advertisement_Interval, which is what
+    /// Master_Adver_Interval holds there).
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval * 3 + self.skew_time()
+    }
+
+    fn is_owner(&self) -> bool {
+        self.config.priority == OWNER_PRIORITY
+    }
+
+    fn compute_effective(&self) -> u8 {
+        if self.is_owner() {
+            return OWNER_PRIORITY;
+        }
+        let p = i32::from(self.config.priority).saturating_add(self.delta);
+        // The clamp keeps it within one byte.
+        p.clamp(1, i32::from(OWNER_PRIORITY) - 1) as u8
+    }
+
+    fn enter(&mut self, to: State, out: &mut Vec<Action>) {
+        let from = self.state;
+        self.state = to;
+        out.push(Action::Transition { from, to });
+    }
+
+    /// RFC 5798 §6.4.1: the Startup event, also used to leave Fault.
+    fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.fault {
+            self.enter(State::Fault, out);
+        } else if self.is_owner() {
+            // Priority = 255: the owner goes straight to Master.
+            self.become_master(now, out);
+        } else {
+            // (155)-(160), then Backup.
+            self.master_adver_interval = self.config.advert_interval;
+            self.become_backup(now, out);
+        }
+    }
+
+    /// RFC 5798 §6.4.2 (370)-(410), and the owner's branch of §6.4.1.
+    fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::SendAdvert {
+            priority: self.effective,
+        });
+        out.push(Action::AddVips);
+        self.timer = Some(now + self.config.advert_interval);
+        self.master = Some(self.config.primary_address);
+        self.lower_since = None;
+        self.yielded = false;
+        self.enter(State::Master, out);
+    }
+
+    /// Enters Backup with Master_Down_Timer = Master_Down_Interval (§6.4.1 (160), §6.4.3 (760)),
+    /// Master_Adver_Interval already set by the caller.
+    fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.timer = Some(now + self.master_down_interval());
+        self.lower_since = None;
+        self.enter(State::Backup, out);
+    }
+
+    /// Releases the master role: optional priority-0 advert, then the addresses.
+    fn leave_master(send_stop: bool, out: &mut Vec<Action>) {
+        if send_stop {
+            out.push(Action::SendAdvert {
+                priority: STOP_PRIORITY,
+            });
+        }
+        out.push(Action::RemoveVips);
+    }
+
+    /// §6.4.2 (345)-(355), §6.4.3 (655)-(670).
+    fn shutdown(&mut self, out: &mut Vec<Action>) {
+        match self.state {
+            State::Initialize => return,
+            State::Master => Self::leave_master(true, out),
+            State::Backup | State::Fault => {}
+        }
+        self.stop_timers();
+        self.enter(State::Initialize, out);
+    }
+
+    fn stop_timers(&mut self) {
+        self.timer = None;
+        self.master = None;
+        self.lower_since = None;
+        self.yielded = false;
+    }
+
+    fn timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(deadline) = self.timer else { return };
+        if now < deadline {
+            return;
+        }
+        match self.state {
+            // §6.4.3 (685)-(690): the Adver_Timer fires.
+            State::Master => {
+                out.push(Action::SendAdvert {
+                    priority: self.effective,
+                });
+                self.timer = Some(now + self.config.advert_interval);
+            }
+            // §6.4.2 (370)-(410): the Master_Down_Timer fires.
+            State::Backup => self.become_master(now, out),
+            State::Initialize | State::Fault => {}
+        }
+    }
+
+    /// Whether a backup may discard a lower-priority master's advert (and so preempt it).
+    fn may_preempt(&self, now: Instant) -> bool {
+        if !self.config.preempt || self.yielded {
+            return false;
+        }
+        if self.config.preempt_delay.is_zero() {
+            return true;
+        }
+        self.lower_since
+            .is_some_and(|since| now >= since + self.config.preempt_delay)
+    }
+
+    fn advert(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        priority: u8,
+        interval: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        if !matches!(self.state, State::Backup | State::Master) {
+            return;
+        }
+        // RFC 5798 §7.1: the address owner discards every advert for its VRID.
+        if self.is_owner() {
+            return;
+        }
+        // RFC 3768 §7.1: a v2 advert whose interval differs from ours MUST be discarded.
+        if self.config.version == Version::V2 && interval != self.config.advert_interval {
+            return;
+        }
+        let learned = interval.clamp(LEARNED_INTERVAL.0, LEARNED_INTERVAL.1);
+        match self.state {
+            State::Backup => self.backup_advert(now, src, priority, learned),
+            State::Master => self.master_advert(now, src, priority, learned, out),
+            State::Initialize | State::Fault => {}
+        }
+    }
+
+    /// RFC 5798 §6.4.2 (420)-(470).
+    fn backup_advert(&mut self, now: Instant, src: IpAddr, priority: u8, interval: Duration) {
+        if priority == STOP_PRIORITY {
+            // (430): the master resigns; the best backup (shortest skew) takes over.
+            self.timer = Some(now + self.skew_time());
+            self.master = None;
+            self.lower_since = None;
+            return;
+        }
+        self.master = Some(src);
+        if priority >= self.effective {
+            self.lower_since = None;
+        } else if self.lower_since.is_none() {
+            self.lower_since = Some(now);
+        }
+        if priority >= self.effective || !self.may_preempt(now) {
+            // (450)-(460); only v3 learns the interval (v2 already discarded a mismatch).
+            if self.config.version == Version::V3 {
+                self.master_adver_interval = interval;
+            }
+            self.timer = Some(now + self.master_down_interval());
+        }
+        // else (470): discard, and let the Master_Down_Timer run out.
+    }
+
+    /// RFC 5798 §6.4.3 (710)-(775).
+    fn master_advert(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        priority: u8,
+        interval: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        if priority == STOP_PRIORITY {
+            // (710)-(715): answer at once so the backups see a live master.
+            out.push(Action::SendAdvert {
+                priority: self.effective,
+            });
+            self.timer = Some(now + self.config.advert_interval);
+            return;
+        }
+        let wins = priority > self.effective
+            || (priority == self.effective && src > self.config.primary_address);
+        if !wins {
+            return; // (775)
+        }
+        // (740)-(765)
+        Self::leave_master(false, out);
+        self.master_adver_interval = match self.config.version {
+            Version::V3 => interval,
+            Version::V2 => self.config.advert_interval,
+        };
+        self.become_backup(now, out);
+        self.master = Some(src);
+    }
+
+    fn set_fault(&mut self, now: Instant, down: bool, out: &mut Vec<Action>) {
+        self.fault = down;
+        match (down, self.state) {
+            (true, State::Master) => {
+                Self::leave_master(true, out);
+                self.stop_timers();
+                self.enter(State::Fault, out);
+            }
+            (true, State::Backup) => {
+                self.stop_timers();
+                self.enter(State::Fault, out);
+            }
+            (false, State::Fault) => self.start(now, out),
+            _ => {}
+        }
+    }
+
+    fn relinquish(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state != State::Master || self.is_owner() {
+            return;
+        }
+        Self::leave_master(true, out);
+        self.master_adver_interval = self.config.advert_interval;
+        self.master = None;
+        self.become_backup(now, out);
+        self.yielded = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Telling the link that a VIP moved: gratuitous ARP (IPv4) and unsolicited neighbour
+//! advertisements (IPv6), sent by the new master so switches and hosts re-learn which MAC
+//! answers for the VIP at once instead of when their caches expire (RFC 5798 §6.4.2 (Master)).
+//!
+//! ARP goes out on a send-only `AF_PACKET` datagram socket: the kernel builds the Ethernet
+//! header from the destination we give, and the socket receives nothing (protocol 0 on bind),
+//! so it costs nothing on a busy link. NAs go out on an ICMPv6 raw socket; the kernel fills
+//! the ICMPv6 checksum for those.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::link::Link;
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IP: u16 = 0x0800;
+const BROADCAST: [u8; 6] = [0xff; 6];
+/// All-nodes link-local multicast (RFC 4291 §2.7.1).
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
+/// NA flags (RFC 4861 §4.4): Override — replace whatever the receiver cached.
+const NA_OVERRIDE: u8 = 0x20;
+/// Target link-layer address option (RFC 4861 §4.6.1).
+const OPT_TARGET_LLADDR: u8 = 2;
+
+/// A gratuitous ARP request for `ip` from `mac` (RFC 5227 §3: sender and target protocol
+/// addresses both the VIP, target hardware address zero), 28 bytes.
+pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
+    let mut p = [0u8; 28];
+    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    p[2..4].copy_from_slice(&ETH_P_IP.to_be_bytes());
+    p[4] = 6; // hardware address length
+    p[5] = 4; // protocol address length
+    p[6..8].copy_from_slice(&1u16.to_be_bytes()); // operation: request
+    p[8..14].copy_from_slice(&mac);
+    p[14..18].copy_from_slice(&ip.octets());
+    // 18..24: target hardware address, zero
+    p[24..28].copy_from_slice(&ip.octets());
+    p
+}
+
+/// An unsolicited neighbour advertisement for `ip` at `mac` (RFC 4861 §4.4, §7.2.6), without
+/// its checksum (the kernel computes it), 32 bytes.
+pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = ICMPV6_NEIGHBOR_ADVERT;
+    p[4] = NA_OVERRIDE;
+    p[8..24].copy_from_slice(&ip.octets());
+    p[24] = OPT_TARGET_LLADDR;
+    p[25] = 1; // option length in units of 8 bytes
+    p[26..32].copy_from_slice(&mac);
+    p
+}
+
+/// Sends gratuitous ARP and unsolicited NAs on one link. Clones share the sockets.
+#[derive(Clone)]
+pub struct Announcer {
+    link: Link,
+    arp: Option<Arc<Socket>>,
+    na: Option<Arc<Socket>>,
+}
+
+impl Announcer {
+    /// Opens the sockets each family needs (`v4`, `v6`: whether there are VIPs of that family).
+    pub fn open(link: &Link, v4: bool, v6: bool) -> io::Result<Self> {
+        let arp = if v4 {
+            // Protocol 0: this socket sends ARP but is not bound to receive any frame.
+            let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))?;
+            s.set_nonblocking(true)?;
+            Some(Arc::new(s))
+        } else {
+            None
+        };
+        let na = if v6 {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+            s.bind_device(Some(link.name.as_bytes()))?;
+            // RFC 4861 §7.1.2: a receiver drops NAs whose hop limit is not 255.
+            s.set_multicast_hops_v6(255)?;
+            s.set_multicast_if_v6(link.index)?;
+            s.set_nonblocking(true)?;
+            Some(Arc::new(s))
+        } else {
+            None
+        };
+        Ok(Self {
+            link: link.clone(),
+            arp,
+            na,
+        })
+    }
+
+    /// One gratuitous ARP for `ip`, broadcast on the link.
+    pub fn arp(&self, ip: Ipv4Addr) -> io::Result<()> {
+        let socket = self
+            .arp
+            .as_ref()
+            .ok_or_else(|| io::Error::other("announcer opened without IPv4"))?;
+        let frame = gratuitous_arp(self.link.mac, ip);
+        socket.send_to(&frame, &link_broadcast(self.link.index)?)?;
+        Ok(())
+    }
+
+    /// One unsolicited neighbour advertisement for `ip`, to all nodes on the link.
+    pub fn na(&self, ip: Ipv6Addr) -> io::Result<()> {
+        let socket = self
+            .na
+            .as_ref()
+            .ok_or_else(|| io::Error::other("announcer opened without IPv6"))?;
+        let message = unsolicited_na(self.link.mac, ip);
+        let to = SocketAddrV6::new(ALL_NODES, 0, 0, self.link.index);
+        socket.send_to(&message, &SockAddr::from(to))?;
+        Ok(())
+    }
+}
+
+/// The `sockaddr_ll` of an ARP broadcast on interface `index`.
+fn link_broadcast(index: u32) -> io::Result<SockAddr> {
+    let index = i32::try_from(index).map_err(|_| io::Error::other("interface index too large"))?;
+    // SAFETY: `try_init` hands us zeroed storage large enough for any socket address; we
+    // write a `sockaddr_ll` into it (which fits) and report exactly its size.
+    let ((), addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let ll = &mut *storage.cast::<libc::sockaddr_ll>();
+            ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+            ll.sll_protocol = ETH_P_ARP.to_be();
+            ll.sll_ifindex = index;
+            ll.sll_halen = 6;
+            ll.sll_addr[..6].copy_from_slice(&BROADCAST);
+            *len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            Ok(())
+        })
+    }?;
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+    #[test]
+    fn gratuitous_arp_names_the_vip_as_sender_and_target() {
+        let p = gratuitous_arp(MAC, Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(&p[0..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(&p[8..14], &MAC);
+        assert_eq!(&p[14..18], &[10, 0, 0, 100]);
+        assert_eq!(&p[18..24], &[0; 6]);
+        assert_eq!(&p[24..28], &[10, 0, 0, 100]);
+    }
+
+    #[test]
+    fn unsolicited_na_sets_override_and_carries_the_mac() {
+        let ip: Ipv6Addr = "fd00::100".parse().unwrap();
+        let p = unsolicited_na(MAC, ip);
+        assert_eq!((p[0], p[1], p[4]), (136, 0, 0x20));
+        assert_eq!(&p[8..24], &ip.octets());
+        assert_eq!(&p[24..26], &[2, 1]);
+        assert_eq!(&p[26..32], &MAC);
+    }
+}
