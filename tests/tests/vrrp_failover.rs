@@ -8,116 +8,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common::netns::{Lan, has_addr, in_netns, mac_of, neighbour_mac};
+use common::netns::{has_addr, mac_of, neighbour_mac};
+use common::rack::Rack;
 use common::*;
-
-const VIP_HOST: u8 = 100;
-const PORT: u16 = 80;
-
-/// Two LB namespaces (`.1` lb1, `.2` lb2) and a client (`.10`) on one bridge.
-struct Rack {
-    /// Held for its `Drop`, which deletes the namespaces.
-    _lan: Lan,
-    lbs: [String; 2],
-    client: String,
-    vip: Ipv4Addr,
-}
-
-impl Rack {
-    fn new(test: &str) -> Option<Self> {
-        let mut lan = Lan::new(test)?;
-        let lbs = [lan.host("lb1", 1), lan.host("lb2", 2)];
-        let client = lan.host("client", 10);
-        let vip = lan.addr(VIP_HOST);
-        Some(Self {
-            _lan: lan,
-            lbs,
-            client,
-            vip,
-        })
-    }
-
-    /// A backend named `name` on 127.0.0.1:9000 inside `ns`.
-    fn backend(&self, ns: &str, name: &str) -> Backend {
-        let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:9000").expect("bind"));
-        Backend::from_listener(name, listener)
-    }
-
-    fn config(&self, node: &str, priority: u8, extra_vrrp: &str) -> String {
-        format!(
-            r#"[node]
-name = "{node}"
-threads = 1
-drain_timeout = "1s"
-
-[[service]]
-name = "web"
-listen = "{vip}:{PORT}"
-pool = "web"
-connect_timeout = "500ms"
-
-[[pool]]
-name = "web"
-backends = [{{ addr = "127.0.0.1:9000" }}]
-health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
-
-[[vrrp]]
-name = "front"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-vips = ["{vip}/24"]
-garp_interval = "300ms"
-{extra_vrrp}
-"#,
-            vip = self.vip
-        )
-    }
-
-    fn start(&self, i: usize, priority: u8, extra: &str) -> Node {
-        let name = format!("lb{}", i + 1);
-        Node::start_in_netns(&self.lbs[i], &self.config(&name, priority, extra))
-    }
-
-    /// Which backend a new client connection to VIP:80 reaches, if any.
-    fn served_by(&self) -> Option<String> {
-        let target = SocketAddr::from((self.vip, PORT));
-        in_netns(&self.client, move || {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-            socket
-                .connect_timeout(&target.into(), Duration::from_millis(500))
-                .ok()?;
-            let stream: std::net::TcpStream = socket.into();
-            stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .ok()?;
-            Client { stream }.backend_name().ok()
-        })
-    }
-
-    /// Waits until the VIP is on node `i` only, and clients reach that node's backend.
-    fn wait_master(&self, i: usize, logs: &[&Node]) {
-        let name = format!("lb{}", i + 1);
-        let other = &self.lbs[1 - i];
-        let context = || {
-            logs.iter()
-                .map(|n| n.log_text())
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        };
-        wait_until(&format!("VIP on {name} only\n{}", context()), || {
-            has_addr(&self.lbs[i], self.vip) && !has_addr(other, self.vip)
-        });
-        wait_until(&format!("clients served by {name}\n{}", context()), || {
-            self.served_by().as_deref() == Some(name.as_str())
-        });
-    }
-}
 
 #[test]
 fn the_backup_takes_over_when_the_master_is_killed_and_clients_follow_the_gratuitous_arp() {

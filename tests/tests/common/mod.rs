@@ -4,7 +4,9 @@
 //! stopped by PID when their handle drops.
 #![allow(dead_code)]
 
+pub mod keepalived;
 pub mod netns;
+pub mod rack;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
