@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use healthcheck::check::CheckSpec;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use vrrp::instance::{Command, Instance, InstanceConfig, StartError, Status};
+use vrrp::instance::{Command, Instance, InstanceConfig, StartError, Status, Transition};
 use vrrp::{State, Version};
 
 use crate::config::{Notify, TrackPool, VrrpConfig, VrrpMode};
@@ -84,7 +84,8 @@ impl Failover {
                     if instance_config(&running.config) == instance_config(config) =>
                 {
                     running.config = config.clone();
-                    // Dropping the old helpers aborts them.
+                    // Dropping the old helpers aborts them. The role is unchanged: the new notify
+                    // task hears only changes from now on.
                     running.helpers = self.helpers(config, &running.instance);
                     self.instances.insert(config.name.clone(), running);
                 }
@@ -157,7 +158,7 @@ impl Failover {
         helpers.push(tokio::spawn(notify_on_change(
             config.name.clone(),
             config.notify.clone(),
-            instance.status(),
+            instance.transitions(),
         )));
         Helpers(helpers)
     }
@@ -235,14 +236,20 @@ async fn track_pools(
     }
 }
 
-async fn notify_on_change(name: String, notify: Notify, mut status: watch::Receiver<Status>) {
-    let mut last = status.borrow_and_update().state;
-    while status.changed().await.is_ok() {
-        let state = status.borrow_and_update().state;
-        if state == last {
-            continue;
-        }
-        last = state;
+async fn notify_on_change(
+    name: String,
+    notify: Notify,
+    mut transitions: broadcast::Receiver<Transition>,
+) {
+    loop {
+        let state = match transitions.recv().await {
+            Ok(t) => t.to,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(instance = %name, missed, "notify scripts skipped for missed role changes");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
         let argv = match state {
             State::Master => &notify.master,
             State::Backup => &notify.backup,

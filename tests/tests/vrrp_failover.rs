@@ -113,3 +113,107 @@ fn a_master_whose_backends_all_died_hands_the_vip_to_the_node_that_still_has_the
     rack.wait_master(0, &[&lb1, &lb2]);
     drop((lb1, lb2));
 }
+
+#[test]
+fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
+    let Some(rack) = Rack::new("vrrp notify + link fault") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let dir = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events");
+    // A program and its arguments, run without a shell: `sh` is only the program chosen here.
+    let script = |state: &str| {
+        format!(
+            r#"["/bin/sh", "-c", "echo {state} >> {}"]"#,
+            events.display()
+        )
+    };
+    let notify = format!(
+        "notify = {{ master = {}, backup = {}, fault = {}, stop = {} }}",
+        script("master"),
+        script("backup"),
+        script("fault"),
+        script("stop")
+    );
+    let lb1 = rack.start(0, 150, &notify);
+    let lb2 = rack.start(1, 100, "");
+    rack.wait_master(0, &[&lb1, &lb2]);
+    let read = || std::fs::read_to_string(&events).unwrap_or_default();
+    wait_until("the master script ran", || {
+        read().lines().any(|l| l == "master")
+    });
+
+    // lb1's cable is pulled: FAULT (no VIP, no adverts), and lb2 takes over.
+    rack.set_link(0, false);
+    wait_until(&format!("lb1 in FAULT\n{}", lb1.log_text()), || {
+        lb1.log_text().contains("MASTER -> FAULT")
+    });
+    assert!(
+        !has_addr(&rack.lbs[0], rack.vip),
+        "a node in FAULT holds no VIP"
+    );
+    wait_until("lb2 takes the VIP", || has_addr(&rack.lbs[1], rack.vip));
+
+    // Cable back: BACKUP, then MASTER again (preempt).
+    rack.set_link(0, true);
+    rack.wait_master(0, &[&lb1, &lb2]);
+    drop(lb1); // SIGKILL: no stop script
+    // One script per transition, in order.
+    let lines: Vec<String> = read().lines().map(str::to_owned).collect();
+    assert_eq!(lines, ["backup", "master", "fault", "backup", "master"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reload_that_keeps_the_instance_keeps_the_role_and_the_vip() {
+    let Some(rack) = Rack::new("vrrp reload keeps role") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let lb1 = rack.start(0, 150, "");
+    let lb2 = rack.start(1, 100, "");
+    rack.wait_master(0, &[&lb1, &lb2]);
+
+    // Tracking and notify change; the election settings do not.
+    let changed = rack.config(
+        "lb1",
+        150,
+        "track = [{ pool = \"web\", weight = 10 }]\nnotify = { master = [\"/bin/true\"] }",
+    );
+    lb1.reload(&changed);
+    lb1.wait_log("configuration reloaded", 1);
+    for _ in 0..20 {
+        assert!(has_addr(&rack.lbs[0], rack.vip), "{}", lb1.log_text());
+        assert!(!has_addr(&rack.lbs[1], rack.vip), "{}", lb2.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        lb1.log_text().matches("-> MASTER").count(),
+        1,
+        "{}",
+        lb1.log_text()
+    );
+    assert!(!lb1.log_text().contains("MASTER ->"), "{}", lb1.log_text());
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over_without_multicast() {
+    let Some(rack) = Rack::new("vrrp unicast") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let peer = |i: usize| format!("peers = [\"{}\"]", rack.lb_ip(1 - i));
+    let mut lb1 = rack.start(0, 150, &peer(0));
+    let lb2 = rack.start(1, 100, &peer(1));
+    rack.wait_master(0, &[&lb1, &lb2]);
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    wait_until(&format!("lb2 serves the VIP\n{}", lb2.log_text()), || {
+        rack.served_by().as_deref() == Some("lb2")
+    });
+}

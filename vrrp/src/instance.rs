@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -74,6 +74,16 @@ pub struct Status {
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
+/// One change of state, as published to [`Instance::transitions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+}
+
+/// Transitions buffered per subscriber; far more than any burst of role changes.
+const TRANSITIONS_BUFFER: usize = 64;
+
 /// Commands from the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -116,6 +126,9 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
 pub struct Instance {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
+    transitions: broadcast::Sender<Transition>,
+    /// The receiver created before the task started: it holds every transition from the first.
+    first_transitions: std::sync::Mutex<Option<broadcast::Receiver<Transition>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -193,6 +206,7 @@ impl Instance {
         let (status_tx, status_rx) = watch::channel(status);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (transitions, first_transitions) = broadcast::channel(TRANSITIONS_BUFFER);
         let driver = Driver {
             config,
             link,
@@ -202,6 +216,7 @@ impl Instance {
             addresses,
             announcer,
             status: status_tx,
+            transitions: transitions.clone(),
             announcing: None,
             last_drop_log: BTreeMap::new(),
             link_fault: false,
@@ -211,6 +226,8 @@ impl Instance {
         Ok(Self {
             commands,
             status: status_rx,
+            transitions,
+            first_transitions: std::sync::Mutex::new(Some(first_transitions)),
             stop: Some(stop),
             task,
         })
@@ -219,6 +236,18 @@ impl Instance {
     /// The current status; `changed()` on the receiver wakes on every change.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Every state change, in order (unlike [`Instance::status`], which may skip a state that
+    /// lasted less than a read). The first call gets them all from the start; later calls get
+    /// those from the call on.
+    pub fn transitions(&self) -> broadcast::Receiver<Transition> {
+        let first = self
+            .first_transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        first.unwrap_or_else(|| self.transitions.subscribe())
     }
 
     /// A sender for commands, for tasks that outlive a borrow of the instance.
@@ -249,6 +278,7 @@ struct Driver {
     addresses: Addresses,
     announcer: Option<Announcer>,
     status: watch::Sender<Status>,
+    transitions: broadcast::Sender<Transition>,
     /// The task repeating gratuitous ARPs after a takeover; aborted when we stop being master.
     announcing: Option<JoinHandle<()>>,
     last_drop_log: BTreeMap<&'static str, Instant>,
@@ -392,6 +422,8 @@ impl Driver {
                         "VRRP {}: {from} -> {to}",
                         self.config.name
                     );
+                    // No receiver left is not an error: nobody listens for notify scripts.
+                    let _ = self.transitions.send(Transition { from, to });
                     self.status.send_modify(|s| {
                         s.state = to;
                         s.since = Instant::now();

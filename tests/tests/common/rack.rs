@@ -15,8 +15,8 @@ pub const PORT: u16 = 80;
 
 /// Two LB namespaces (`.1` lb1, `.2` lb2) and a client (`.10`) on one bridge.
 pub struct Rack {
-    /// Held for its `Drop`, which deletes the namespaces.
-    _lan: Lan,
+    /// The LAN; its `Drop` deletes the namespaces.
+    lan: Lan,
     pub lbs: [String; 2],
     pub client: String,
     pub client_ip: Ipv4Addr,
@@ -31,12 +31,22 @@ impl Rack {
         let vip = lan.addr(VIP_HOST);
         let client_ip = lan.addr(10);
         Some(Self {
-            _lan: lan,
+            lan,
             lbs,
             client,
             client_ip,
             vip,
         })
+    }
+
+    /// LB node `i`'s own address on the LAN.
+    pub fn lb_ip(&self, i: usize) -> Ipv4Addr {
+        self.lan.addr(i as u8 + 1)
+    }
+
+    /// Takes LB node `i`'s link down or up, as a pulled cable would.
+    pub fn set_link(&self, i: usize, up: bool) {
+        self.lan.set_host_link(&self.lbs[i], up);
     }
 
     /// A backend named `name` on 127.0.0.1:9000 inside `ns`.
