@@ -4,8 +4,12 @@
 //! connections drain).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use healthcheck::check::CheckSpec;
+use healthcheck::monitor::{Monitor, Target, TargetId};
+use healthcheck::status::Thresholds;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use vrrp::instance::{Command, Instance, InstanceConfig, StartError, Status, Transition};
@@ -17,8 +21,19 @@ use crate::health::PoolsHealth;
 /// The running instances, by name.
 pub struct Failover {
     instances: BTreeMap<String, Running>,
+    /// The configured instances (running or not): sync groups are read from here.
+    configs: Vec<VrrpConfig>,
     pools: watch::Receiver<PoolsHealth>,
+    /// Pings of each instance's `track_gateway`.
+    gateways: Monitor,
+    /// Turns link and gateway faults into FAULT for the instances they concern (an instance's
+    /// own gateway, and every member of a sync group when one member is faulty).
+    faults: Option<JoinHandle<()>>,
 }
+
+/// How often fault sources are combined: a tenth of a second adds little to the 200 ms link
+/// poll and the gateway's own interval.
+const FAULT_POLL: Duration = Duration::from_millis(100);
 
 struct Running {
     config: VrrpConfig,
@@ -55,7 +70,10 @@ impl Failover {
     ) -> Result<Self, FailoverError> {
         let mut failover = Self {
             instances: BTreeMap::new(),
+            configs: configs.to_vec(),
             pools,
+            gateways: Monitor::new(),
+            faults: None,
         };
         for config in configs {
             match failover.start_one(config).await {
@@ -68,6 +86,7 @@ impl Failover {
                 }
             }
         }
+        failover.watch_faults();
         Ok(failover)
     }
 
@@ -77,6 +96,7 @@ impl Failover {
     /// failed to start.
     pub async fn apply(&mut self, configs: &[VrrpConfig]) -> Vec<FailoverError> {
         let mut errors = Vec::new();
+        self.configs = configs.to_vec();
         let mut old = std::mem::take(&mut self.instances);
         for config in configs {
             match old.remove(&config.name) {
@@ -106,11 +126,15 @@ impl Failover {
         for (_, removed) in old {
             stop(removed).await;
         }
+        self.watch_faults();
         errors
     }
 
     /// Every instance resigns (priority-0 advert, VIPs removed) and its `stop` script runs.
     pub async fn shutdown(&mut self) {
+        if let Some(task) = self.faults.take() {
+            task.abort();
+        }
         for (_, running) in std::mem::take(&mut self.instances) {
             stop(running).await;
         }
@@ -131,6 +155,37 @@ impl Failover {
         }
     }
 
+    /// (Re)starts the gateway pings and the task that combines fault sources, for the
+    /// instances now running.
+    fn watch_faults(&mut self) {
+        if let Some(task) = self.faults.take() {
+            task.abort();
+        }
+        let targets = self
+            .instances
+            .values()
+            .filter_map(|r| gateway_target(&r.config))
+            .collect();
+        self.gateways.set_targets(targets);
+        let members: Vec<Member> = self
+            .instances
+            .values()
+            .map(|r| Member {
+                name: r.config.name.clone(),
+                group: r.config.sync_group.clone(),
+                gateway: r
+                    .config
+                    .track_gateway
+                    .as_ref()
+                    .map(|_| gateway_id(&r.config)),
+                status: r.instance.status(),
+                commands: r.instance.commands(),
+                sent: None,
+            })
+            .collect();
+        self.faults = Some(tokio::spawn(combine_faults(members, self.gateways.clone())));
+    }
+
     async fn start_one(&self, config: &VrrpConfig) -> Result<Running, FailoverError> {
         let instance = Instance::start(instance_config(config))
             .await
@@ -148,9 +203,19 @@ impl Failover {
 
     fn helpers(&self, config: &VrrpConfig, instance: &Instance) -> Helpers {
         let mut helpers = Vec::new();
-        if !config.track.is_empty() {
+        // In a sync group every member follows the tracking of all, so they move together.
+        let track: Vec<TrackPool> = match &config.sync_group {
+            None => config.track.clone(),
+            Some(group) => self
+                .configs
+                .iter()
+                .filter(|c| c.sync_group.as_ref() == Some(group))
+                .flat_map(|c| c.track.iter().cloned())
+                .collect(),
+        };
+        if !track.is_empty() {
             helpers.push(tokio::spawn(track_pools(
-                config.track.clone(),
+                track,
                 self.pools.clone(),
                 instance.commands(),
             )));
@@ -174,6 +239,85 @@ async fn stop(running: Running) {
     instance.shutdown().await;
     if let Some(argv) = &config.notify.stop {
         run_notify(&config.name, "stop", argv, &config.notify).await;
+    }
+}
+
+/// One instance as the fault combiner sees it.
+struct Member {
+    name: String,
+    group: Option<String>,
+    gateway: Option<TargetId>,
+    status: watch::Receiver<Status>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// The external-fault flag last sent.
+    sent: Option<bool>,
+}
+
+fn gateway_id(config: &VrrpConfig) -> TargetId {
+    let addr = config
+        .track_gateway
+        .as_ref()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |g| g.addr);
+    TargetId::new(
+        format!("vrrp/{}/gateway", config.name),
+        SocketAddr::new(addr, 0),
+    )
+}
+
+fn gateway_target(config: &VrrpConfig) -> Option<Target> {
+    let g = config.track_gateway.as_ref()?;
+    Some(Target {
+        id: gateway_id(config),
+        spec: CheckSpec::Icmp { addr: g.addr },
+        interval: g.interval,
+        timeout: g.timeout,
+        thresholds: Thresholds {
+            rise: g.rise,
+            fall: g.fall,
+        },
+        start_up: true,
+    })
+}
+
+/// Every [`FAULT_POLL`]: an instance is externally faulty while its gateway is unreachable,
+/// or while another member of its sync group is faulty by its own link or gateway.
+async fn combine_faults(mut members: Vec<Member>, gateways: Monitor) {
+    let mut tick = tokio::time::interval(FAULT_POLL);
+    loop {
+        tick.tick().await;
+        let own: Vec<bool> = members
+            .iter()
+            .map(|m| {
+                let gateway_down = m
+                    .gateway
+                    .as_ref()
+                    .and_then(|id| gateways.status(id))
+                    .is_some_and(|s| !s.up);
+                gateway_down || m.status.borrow().link_fault
+            })
+            .collect();
+        for i in 0..members.len() {
+            let gateway_down = members[i]
+                .gateway
+                .as_ref()
+                .and_then(|id| gateways.status(id))
+                .is_some_and(|s| !s.up);
+            let group_down = members[i].group.as_ref().is_some_and(|g| {
+                members.iter().zip(&own).any(|(m, &down)| {
+                    down && m.name != members[i].name && m.group.as_ref() == Some(g)
+                })
+            });
+            let external = gateway_down || group_down;
+            let member = &mut members[i];
+            if member.sent != Some(external) {
+                if member.sent.is_some() || external {
+                    tracing::warn!(instance = %member.name, fault = external, gateway_down, group_down,
+                        "external fault changed");
+                }
+                member.sent = Some(external);
+                let _ = member.commands.send(Command::ExternalFault(external));
+            }
+        }
     }
 }
 

@@ -217,3 +217,108 @@ fn unicast_peers_elect_and_fail_over_without_multicast() {
         rack.served_by().as_deref() == Some("lb2")
     });
 }
+
+#[test]
+fn a_partitioned_node_that_cannot_reach_its_gateway_goes_to_fault_instead_of_claiming_the_vip() {
+    let Some(mut rack) = Rack::new("vrrp gateway track") else {
+        return;
+    };
+    let _gateway = rack.add_host("gw", 254);
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let track = format!(
+        r#"track_gateway = {{ addr = "{}", interval = "100ms", timeout = "80ms", rise = 1, fall = 2 }}"#,
+        rack.addr(254)
+    );
+    let lb1 = rack.start(0, 150, &track);
+    let lb2 = rack.start(1, 100, &track);
+    rack.wait_master(0, &[&lb1, &lb2]);
+
+    // lb1 is cut off, its link still up: it hears no adverts, but cannot ping the gateway
+    // either, so it gives the VIP up instead of holding it beside lb2.
+    rack.isolate(0, true);
+    wait_until(&format!("lb1 in FAULT\n{}", lb1.log_text()), || {
+        lb1.log_text().contains("MASTER -> FAULT")
+    });
+    wait_until("the VIP on lb2 only", || {
+        has_addr(&rack.lbs[1], rack.vip) && !has_addr(&rack.lbs[0], rack.vip)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!has_addr(&rack.lbs[0], rack.vip), "{}", lb1.log_text());
+
+    // The partition heals: lb1 reaches the gateway again and takes its VIP back (preempt).
+    rack.isolate(0, false);
+    rack.wait_master(0, &[&lb1, &lb2]);
+}
+
+/// `rack.config(..)` plus a second instance "app" (vrid 52, VIP .101) in sync group "front".
+fn synced_config(rack: &Rack, node: &str, priority: u8, extra_app: &str) -> String {
+    let first = rack.config(
+        node,
+        priority,
+        "sync_group = \"front\"\ntrack = [{ pool = \"web\", min_healthy = 1, weight = 60 }]",
+    );
+    format!(
+        "{first}\n[[vrrp]]\nname = \"app\"\ninterface = \"eth0\"\nvrid = 52\npriority = {priority}\n\
+         advert_interval = \"100ms\"\nvips = [\"{}/24\"]\nsync_group = \"front\"\n{extra_app}\n",
+        rack.addr(101)
+    )
+}
+
+#[test]
+fn a_sync_group_fails_over_together_on_a_fault_and_on_tracking() {
+    let Some(rack) = Rack::new("vrrp sync group") else {
+        return;
+    };
+    let app_vip = rack.addr(101);
+    let mut b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    // lb1's "app" instance also tracks a second link, dum0 (a veth pair inside lb1's namespace:
+    // taking its peer down takes dum0's carrier away, as an unplugged uplink would).
+    let ip = common::netns::ip;
+    ip(&[
+        "-n",
+        &rack.lbs[0],
+        "link",
+        "add",
+        "dum0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "dum1",
+    ]);
+    ip(&["-n", &rack.lbs[0], "link", "set", "dum0", "up"]);
+    ip(&["-n", &rack.lbs[0], "link", "set", "dum1", "up"]);
+    let lb1 = Node::start_in_netns(
+        &rack.lbs[0],
+        &synced_config(&rack, "lb1", 150, "track_interfaces = [\"dum0\"]"),
+    );
+    let lb2 = Node::start_in_netns(&rack.lbs[1], &synced_config(&rack, "lb2", 100, ""));
+    rack.wait_master(0, &[&lb1, &lb2]);
+    wait_until("app VIP on lb1", || has_addr(&rack.lbs[0], app_vip));
+    let both_on = |i: usize| {
+        has_addr(&rack.lbs[i], rack.vip)
+            && has_addr(&rack.lbs[i], app_vip)
+            && !has_addr(&rack.lbs[1 - i], rack.vip)
+            && !has_addr(&rack.lbs[1 - i], app_vip)
+    };
+
+    // dum0 loses its carrier: "app" is in FAULT, and "front" follows it although its own link is fine.
+    ip(&["-n", &rack.lbs[0], "link", "set", "dum1", "down"]);
+    wait_until(&format!("both VIPs on lb2\n{}", lb1.log_text()), || {
+        both_on(1)
+    });
+    ip(&["-n", &rack.lbs[0], "link", "set", "dum1", "up"]);
+    wait_until(
+        &format!("both VIPs back on lb1\n{}", lb1.log_text()),
+        || both_on(0),
+    );
+
+    // lb1's web backend dies: "front" tracks it, and "app" shares the group's tracking.
+    b1.stop();
+    wait_until(
+        &format!("both VIPs on lb2 again\n{}", lb1.log_text()),
+        || both_on(1),
+    );
+}

@@ -68,6 +68,9 @@ pub struct Status {
     pub source: Option<IpAddr>,
     pub since: Instant,
     pub transitions: u64,
+    /// The instance's own link, or a tracked one, is down (FAULT of its own making, as
+    /// opposed to a [`Command::ExternalFault`]).
+    pub link_fault: bool,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Dropped packets by reason ([`packet::DecodeError::reason`], or `vrid`/`version`).
@@ -199,6 +202,7 @@ impl Instance {
             source: Some(source),
             since: now,
             transitions: 0,
+            link_fault: false,
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),
@@ -297,6 +301,7 @@ impl Driver {
         links.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.link_fault = !self.links_up();
         if self.link_fault {
+            self.status.send_modify(|s| s.link_fault = true);
             self.feed(Input::Fault(true)).await;
         }
         self.feed(Input::Startup).await;
@@ -336,6 +341,7 @@ impl Driver {
                     let fault = !self.links_up();
                     if fault != self.link_fault {
                         self.link_fault = fault;
+                        self.status.send_modify(|s| s.link_fault = fault);
                         tracing::warn!(instance = %self.config.name, up = !fault, "tracked link changed");
                         self.feed(Input::Fault(self.link_fault || self.external_fault)).await;
                     }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
-pub use vrrp::{Notify, TrackPool, Vip, VrrpConfig, VrrpMode};
+pub use vrrp::{Notify, TrackGateway, TrackPool, Vip, VrrpConfig, VrrpMode};
 
 /// A validated configuration: every reference resolves and every value is in
 /// range, so the daemon can apply it without further checks.

@@ -1303,3 +1303,41 @@ fn an_empty_notify_command_is_rejected() {
         "notify.master must name a program",
     );
 }
+
+#[test]
+fn track_gateway_parses_with_defaults_and_rejects_ipv6_and_long_timeouts() {
+    let vips = "vips = [\"10.0.0.100/24\"]";
+    let ok = parse(
+        &with_vrrp(&format!(
+            "{VRRP_BASE}\n{vips}\ntrack_gateway = {{ addr = \"10.0.0.254\" }}"
+        )),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.vrrp[0].track_gateway,
+        Some(TrackGateway {
+            addr: "10.0.0.254".parse().unwrap(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+        })
+    );
+    assert_error(
+        &with_vrrp(&format!(
+            "{VRRP_BASE}\n{vips}\ntrack_gateway = {{ addr = \"fd00::1\" }}"
+        )),
+        13,
+        26,
+        "IPv4 addresses only",
+    );
+    assert_error(
+        &with_vrrp(&format!(
+            "{VRRP_BASE}\n{vips}\ntrack_gateway = {{ addr = \"10.0.0.254\", interval = \"1s\", timeout = \"2s\" }}"
+        )),
+        13,
+        67,
+        "timeout is longer than interval",
+    );
+}

@@ -59,6 +59,20 @@ pub struct VrrpConfig {
     pub notify: Notify,
     /// Instances sharing a sync group change role together.
     pub sync_group: Option<String>,
+    /// A host (usually the default gateway) this node must reach to take part: while its
+    /// pings fail, the instance is in FAULT, so a node cut off from the network never claims
+    /// the VIP (split-brain guard).
+    pub track_gateway: Option<TrackGateway>,
+}
+
+/// `track_gateway = { addr, interval = "1s", timeout = "500ms", rise = 2, fall = 3 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackGateway {
+    pub addr: IpAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +135,17 @@ pub(crate) struct RawVrrp {
     pub garp_refresh: Option<Spanned<String>>,
     pub notify: Option<Spanned<RawNotify>>,
     pub sync_group: Option<Spanned<String>>,
+    pub track_gateway: Option<Spanned<RawTrackGateway>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrackGateway {
+    pub addr: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +318,7 @@ impl Validator<'_> {
             }
             g.get_ref().clone()
         });
+        let track_gateway = r.track_gateway.as_ref().and_then(|g| self.track_gateway(g));
         Some(VrrpConfig {
             name: r.name.get_ref().clone(),
             mode,
@@ -313,6 +339,29 @@ impl Validator<'_> {
             garp_refresh,
             notify,
             sync_group,
+            track_gateway,
+        })
+    }
+
+    fn track_gateway(&mut self, raw: &Spanned<RawTrackGateway>) -> Option<TrackGateway> {
+        let g = raw.get_ref();
+        let addr = self.ip("track_gateway addr", &g.addr)?;
+        if addr.is_ipv6() {
+            let message = "track_gateway pings IPv4 addresses only for now".to_owned();
+            self.error(g.addr.span(), message);
+        }
+        let interval = self.duration("interval", &g.interval, Duration::from_secs(1), true);
+        let timeout = self.duration("timeout", &g.timeout, Duration::from_millis(500), true);
+        if timeout > interval {
+            let span = g.timeout.as_ref().map_or(raw.span(), |t| t.span());
+            self.error(span, "timeout is longer than interval".to_owned());
+        }
+        Some(TrackGateway {
+            addr,
+            interval,
+            timeout,
+            rise: self.int("rise", &g.rise, 1..=100, 2),
+            fall: self.int("fall", &g.fall, 1..=100, 3),
         })
     }
 

@@ -20,6 +20,8 @@ pub struct Lan {
     prefix: String,
     switch: String,
     hosts: Vec<String>,
+    /// Each host namespace and its port on the switch.
+    ports: Vec<(String, String)>,
     /// The first three octets of the LAN's /24.
     pub subnet: [u8; 3],
 }
@@ -74,6 +76,7 @@ impl Lan {
             prefix,
             switch: switch.clone(),
             hosts: Vec::new(),
+            ports: Vec::new(),
             // 10.X.Y.0/24 from the pid and counter: distinct between parallel tests (each LAN is
             // isolated anyway; distinct subnets only make logs unambiguous).
             subnet: [10, 200 + (n % 50) as u8, (pid % 250) as u8],
@@ -122,11 +125,40 @@ impl Lan {
             "br0",
             "up",
         ]);
+        self.ports.push((ns.clone(), port.clone()));
         let cidr = format!("{}/24", self.addr(host));
         ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Cuts a host off from everyone else while its own link stays up (its switch port moves
+    /// to a bridge of its own), or plugs it back: a partition, not a pulled cable.
+    pub fn isolate(&self, ns: &str, isolated: bool) {
+        let port = &self
+            .ports
+            .iter()
+            .find(|(n, _)| n == ns)
+            .expect("a host of this LAN")
+            .1;
+        if isolated {
+            let exists = ip(&["-n", &self.switch, "-o", "link", "show"]).contains(" br-iso:");
+            if !exists {
+                ip(&[
+                    "-n",
+                    &self.switch,
+                    "link",
+                    "add",
+                    "br-iso",
+                    "type",
+                    "bridge",
+                ]);
+                ip(&["-n", &self.switch, "link", "set", "br-iso", "up"]);
+            }
+        }
+        let bridge = if isolated { "br-iso" } else { "br0" };
+        ip(&["-n", &self.switch, "link", "set", port, "master", bridge]);
     }
 
     /// Takes a host's link down or up (its bridge port), as a pulled cable would.

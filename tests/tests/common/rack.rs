@@ -44,6 +44,21 @@ impl Rack {
         self.lan.addr(i as u8 + 1)
     }
 
+    /// Partitions LB node `i` from everyone (its link stays up), or heals the partition.
+    pub fn isolate(&self, i: usize, isolated: bool) {
+        self.lan.isolate(&self.lbs[i], isolated);
+    }
+
+    /// Adds a host to the LAN (e.g. a gateway), returning its namespace.
+    pub fn add_host(&mut self, name: &str, host: u8) -> String {
+        self.lan.host(name, host)
+    }
+
+    /// The address `.host` of the LAN.
+    pub fn addr(&self, host: u8) -> Ipv4Addr {
+        self.lan.addr(host)
+    }
+
     /// Takes LB node `i`'s link down or up, as a pulled cable would.
     pub fn set_link(&self, i: usize, up: bool) {
         self.lan.set_host_link(&self.lbs[i], up);
