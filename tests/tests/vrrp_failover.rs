@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::{has_addr, mac_of, neighbour_mac};
+use common::netns::{has_addr, has_addr6, in_netns, mac_of, neighbour_mac};
 use common::rack::Rack;
 use common::*;
 
@@ -321,4 +321,60 @@ fn a_sync_group_fails_over_together_on_a_fault_and_on_tracking() {
         &format!("both VIPs on lb2 again\n{}", lb1.log_text()),
         || both_on(1),
     );
+}
+
+#[test]
+fn vrrpv3_over_ipv6_moves_the_vip_and_clients_follow_the_neighbour_advertisement() {
+    let Some(rack) = Rack::new("vrrp ipv6") else {
+        return;
+    };
+    let vip = rack.addr6(0x100);
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    // The rack's IPv4 config, with the service and the instance moved to the IPv6 VIP.
+    let config = |node: &str, priority: u8| {
+        rack.config(node, priority, "")
+            .replace(
+                &format!("listen = \"{}:80\"", rack.vip),
+                &format!("listen = \"[{vip}]:80\""),
+            )
+            .replace(
+                &format!("vips = [\"{}/24\"]", rack.vip),
+                &format!("vips = [\"{vip}/64\"]"),
+            )
+    };
+    let mut lb1 = Node::start_in_netns(&rack.lbs[0], &config("lb1", 150));
+    let lb2 = Node::start_in_netns(&rack.lbs[1], &config("lb2", 100));
+    let served_by = || {
+        let target = std::net::SocketAddr::from((vip, 80));
+        in_netns(&rack.client, move || {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).ok()?;
+            socket
+                .connect_timeout(&target.into(), Duration::from_millis(500))
+                .ok()?;
+            let stream: std::net::TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok()?;
+            Client { stream }.backend_name().ok()
+        })
+    };
+    let logs = || format!("{}\n----\n{}", lb1.log_text(), lb2.log_text());
+    wait_until(&format!("lb1 serves the IPv6 VIP\n{}", logs()), || {
+        served_by().as_deref() == Some("lb1")
+    });
+    assert!(
+        has_addr6(&rack.lbs[0], vip) && !has_addr6(&rack.lbs[1], vip),
+        "{}",
+        logs()
+    );
+
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    wait_until(
+        &format!("lb2 serves the IPv6 VIP\n{}", lb2.log_text()),
+        || served_by().as_deref() == Some("lb2"),
+    );
+    assert!(has_addr6(&rack.lbs[1], vip));
 }

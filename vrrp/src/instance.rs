@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -20,7 +20,7 @@ use crate::packet::{self, Advert, Version};
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
 use crate::sys::link::{self, Link};
-use crate::sys::socket::{AdvertSocketV4, GROUP_V4};
+use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6, GROUP_V4, GROUP_V6};
 
 /// How often links (own and tracked) are looked at. Cheap: a sysfs read each.
 const LINK_POLL: Duration = Duration::from_millis(200);
@@ -110,8 +110,6 @@ pub enum StartError {
         family: &'static str,
         interface: String,
     },
-    #[error("VRRP over IPv6 is not supported by this build yet")]
-    Ipv6,
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -149,9 +147,6 @@ impl Instance {
             .or(config.source.map(|s| s.is_ipv6()))
             .or(config.peers.first().map(IpAddr::is_ipv6))
             .unwrap_or(false);
-        if v6 {
-            return Err(StartError::Ipv6);
-        }
         let source = match config.source {
             Some(s) => s,
             None => addresses
@@ -159,12 +154,9 @@ impl Instance {
                 .await
                 .map_err(io_err("reading interface addresses"))?
                 .ok_or_else(|| StartError::NoSource {
-                    family: "IPv4",
+                    family: if v6 { "IPv6 link-local" } else { "IPv4" },
                     interface: config.interface.clone(),
                 })?,
-        };
-        let IpAddr::V4(source_v4) = source else {
-            return Err(StartError::Ipv6);
         };
         let machine = Machine::new(MachineConfig {
             version: config.version,
@@ -176,10 +168,15 @@ impl Instance {
             accept_mode: true,
             primary_address: source,
         })?;
-        let socket = AdvertSocketV4::open(&link, source_v4, config.peers.is_empty())
-            .map_err(io_err("opening the VRRP socket"))?;
+        let multicast = config.peers.is_empty();
+        let socket = match source {
+            IpAddr::V4(v4) => AdvertSocketV4::open(&link, v4, multicast).map(Sockets::V4),
+            IpAddr::V6(v6) => AdvertSocketV6::open(&link, v6, multicast).map(Sockets::V6),
+        }
+        .map_err(io_err("opening the VRRP socket"))?;
         let announcer = if config.manage_vips {
-            Some(Announcer::open(&link, true, false).map_err(io_err("opening the ARP socket"))?)
+            let announcer = Announcer::open(&link, !v6, v6);
+            Some(announcer.map_err(io_err("opening the ARP / NA socket"))?)
         } else {
             None
         };
@@ -214,7 +211,8 @@ impl Instance {
         let driver = Driver {
             config,
             link,
-            source: source_v4,
+            source,
+            multicast,
             machine,
             socket,
             addresses,
@@ -273,12 +271,44 @@ impl Instance {
     }
 }
 
+/// The advert sockets of one family.
+enum Sockets {
+    V4(AdvertSocketV4),
+    V6(AdvertSocketV6),
+}
+
+/// What one receive produced, before any check.
+enum Datagram {
+    /// A whole IPv4 datagram of this length, header included.
+    V4(usize),
+    /// A VRRP message over IPv6, with what the kernel told of its header.
+    V6(crate::sys::socket::ReceivedV6),
+}
+
+impl Sockets {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
+        match self {
+            Sockets::V4(s) => s.recv(buf).await.map(Datagram::V4),
+            Sockets::V6(s) => s.recv(buf).await.map(Datagram::V6),
+        }
+    }
+
+    fn send(&self, message: &[u8], dst: IpAddr) -> io::Result<()> {
+        match (self, dst) {
+            (Sockets::V4(s), IpAddr::V4(d)) => s.send(message, d),
+            (Sockets::V6(s), IpAddr::V6(d)) => s.send(message, d),
+            _ => Err(io::Error::other("peer of the other address family")),
+        }
+    }
+}
+
 struct Driver {
     config: InstanceConfig,
     link: Link,
-    source: Ipv4Addr,
+    source: IpAddr,
+    multicast: bool,
     machine: Machine,
-    socket: AdvertSocketV4,
+    socket: Sockets,
     addresses: Addresses,
     announcer: Option<Announcer>,
     status: watch::Sender<Status>,
@@ -316,8 +346,8 @@ impl Driver {
                 _ = &mut stop => break,
                 () = sleep_until(deadline) => self.feed(Input::Timeout).await,
                 received = self.socket.recv(&mut buf) => match received {
-                    Ok(n) => {
-                        if let Some(input) = self.accept(&buf[..n]) {
+                    Ok(datagram) => {
+                        if let Some(input) = self.accept(&buf, datagram) {
                             self.feed(input).await;
                         }
                     }
@@ -361,37 +391,47 @@ impl Driver {
     }
 
     /// Checks a received datagram (RFC 5798 §7.1); `Some(input)` for an advert of our group.
-    fn accept(&mut self, datagram: &[u8]) -> Option<Input> {
-        let result = packet::parse_ipv4(datagram).and_then(|(meta, payload)| {
-            packet::check_ttl(meta.ttl)?;
-            let advert = packet::decode(payload, IpAddr::V4(meta.src), IpAddr::V4(meta.dst))?;
-            Ok((meta, advert))
-        });
-        let (meta, advert) = match result {
+    fn accept(&mut self, buf: &[u8], datagram: Datagram) -> Option<Input> {
+        let result = match datagram {
+            Datagram::V4(n) => packet::parse_ipv4(&buf[..n]).and_then(|(meta, payload)| {
+                packet::check_ttl(meta.ttl)?;
+                let (src, dst) = (IpAddr::V4(meta.src), IpAddr::V4(meta.dst));
+                Ok((src, packet::decode(payload, src, dst)?))
+            }),
+            Datagram::V6(r) => {
+                // The IPv6 header is gone; its destination was the group, or us for unicast.
+                let dst = if self.multicast {
+                    IpAddr::V6(GROUP_V6)
+                } else {
+                    self.source
+                };
+                packet::check_ttl(r.hop_limit.unwrap_or(0)).and_then(|()| {
+                    let src = IpAddr::V6(r.src);
+                    Ok((src, packet::decode(&buf[..r.len], src, dst)?))
+                })
+            }
+        };
+        let (src, advert) = match result {
             Ok(ok) => ok,
             Err(e) => {
                 self.drop_packet(e.reason(), &e.to_string());
                 return None;
             }
         };
-        if meta.src == self.source {
+        if src == self.source {
             return None; // our own, looped back
         }
         if advert.vrid != self.config.vrid {
             return None; // another virtual router of this link: not ours to count
         }
         if advert.version != self.config.version {
-            let why = format!(
-                "version {} advert from {}",
-                advert.version.number(),
-                meta.src
-            );
+            let why = format!("version {} advert from {src}", advert.version.number());
             self.drop_packet("version", &why);
             return None;
         }
         self.status.send_modify(|s| s.adverts_received += 1);
         Some(Input::Advert {
-            src: IpAddr::V4(meta.src),
+            src,
             priority: advert.priority,
             interval: advert.interval,
         })
@@ -455,20 +495,16 @@ impl Driver {
             interval: self.config.advert_interval,
             addresses: self.config.vips.iter().map(|(ip, _)| *ip).collect(),
         };
-        let destinations: Vec<Ipv4Addr> = if self.config.peers.is_empty() {
-            vec![GROUP_V4]
+        let destinations: Vec<IpAddr> = if self.config.peers.is_empty() {
+            match self.source {
+                IpAddr::V4(_) => vec![IpAddr::V4(GROUP_V4)],
+                IpAddr::V6(_) => vec![IpAddr::V6(GROUP_V6)],
+            }
         } else {
-            self.config
-                .peers
-                .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                })
-                .collect()
+            self.config.peers.clone()
         };
         for dst in destinations {
-            let sent = packet::encode(&advert, IpAddr::V4(self.source), IpAddr::V4(dst))
+            let sent = packet::encode(&advert, self.source, dst)
                 .map_err(|e| io::Error::other(e.to_string()))
                 .and_then(|message| self.socket.send(&message, dst));
             match sent {
@@ -515,7 +551,7 @@ impl Driver {
         if let Some(old) = self.announcing.take() {
             old.abort();
         }
-        let vips: Vec<Ipv4Addr> = v4_vips(&self.config.vips);
+        let vips: Vec<IpAddr> = self.config.vips.iter().map(|(ip, _)| *ip).collect();
         let (repeat, interval) = (self.config.garp_repeat, self.config.garp_interval);
         let name = self.config.name.clone();
         let announcer = announcer.clone();
@@ -524,34 +560,30 @@ impl Driver {
                 if round > 0 {
                     tokio::time::sleep(interval).await;
                 }
-                for ip in &vips {
-                    if let Err(e) = announcer.arp(*ip) {
-                        tracing::warn!(instance = %name, vip = %ip, error = %e, "gratuitous ARP failed");
-                    }
-                }
+                announce(&announcer, &vips, &name);
             }
         }));
     }
 
     fn announce_once(&self) {
-        let Some(announcer) = &self.announcer else {
-            return;
-        };
-        for ip in v4_vips(&self.config.vips) {
-            if let Err(e) = announcer.arp(ip) {
-                tracing::warn!(instance = %self.config.name, vip = %ip, error = %e, "gratuitous ARP failed");
-            }
+        if let Some(announcer) = &self.announcer {
+            let vips: Vec<IpAddr> = self.config.vips.iter().map(|(ip, _)| *ip).collect();
+            announce(announcer, &vips, &self.config.name);
         }
     }
 }
 
-fn v4_vips(vips: &[(IpAddr, u8)]) -> Vec<Ipv4Addr> {
-    vips.iter()
-        .filter_map(|(ip, _)| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
+/// One gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) per VIP.
+fn announce(announcer: &Announcer, vips: &[IpAddr], name: &str) {
+    for ip in vips {
+        let sent = match ip {
+            IpAddr::V4(v4) => announcer.arp(*v4),
+            IpAddr::V6(v6) => announcer.na(*v6),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(instance = %name, vip = %ip, error = %e, "announcing a VIP failed");
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -93,6 +93,12 @@ impl Lan {
         Ipv4Addr::new(a, b, c, host)
     }
 
+    /// The IPv6 address `::host` in this LAN's ULA prefix.
+    pub fn addr6(&self, host: u16) -> std::net::Ipv6Addr {
+        let [_, b, c] = self.subnet;
+        std::net::Ipv6Addr::new(0xfd00, u16::from(b), u16::from(c), 0, 0, 0, 0, host)
+    }
+
     /// A host namespace `name` with `eth0` on the bridge at `.host/24`, and `lo` up.
     /// Returns the namespace's name.
     pub fn host(&mut self, name: &str, host: u8) -> String {
@@ -128,6 +134,20 @@ impl Lan {
         self.ports.push((ns.clone(), port.clone()));
         let cidr = format!("{}/24", self.addr(host));
         ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        // IPv6 too: a ULA of the LAN's own, and no duplicate address detection, so the
+        // link-local address is usable at once (VRRPv3 over IPv6 sends from it).
+        ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.eth0.accept_dad=0",
+        ]);
+        let cidr6 = format!("{}/64", self.addr6(u16::from(host)));
+        ip(&[
+            "-n", &ns, "-6", "addr", "add", &cidr6, "dev", "eth0", "nodad",
+        ]);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ns
@@ -208,6 +228,13 @@ pub fn mac_of(ns: &str) -> String {
         .nth(1)
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Whether IPv6 `addr` is on `eth0` in `ns`.
+pub fn has_addr6(ns: &str, addr: std::net::Ipv6Addr) -> bool {
+    let out = ip(&["-n", ns, "-o", "-6", "addr", "show", "dev", "eth0"]);
+    out.split_whitespace()
+        .any(|w| w.split('/').next() == Some(&addr.to_string()))
 }
 
 /// Whether `addr` is on `eth0` in `ns`.

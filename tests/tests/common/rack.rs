@@ -54,6 +54,11 @@ impl Rack {
         self.lan.host(name, host)
     }
 
+    /// The IPv6 address `::host` of the LAN.
+    pub fn addr6(&self, host: u16) -> std::net::Ipv6Addr {
+        self.lan.addr6(host)
+    }
+
     /// The address `.host` of the LAN.
     pub fn addr(&self, host: u8) -> Ipv4Addr {
         self.lan.addr(host)

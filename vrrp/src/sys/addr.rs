@@ -29,10 +29,13 @@ impl Addresses {
     pub async fn add(&self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
         // `replace` (NLM_F_REPLACE) rather than the default exclusive create, so an address left
         // over from a crash is taken over instead of failing with EEXIST.
-        self.handle
-            .address()
-            .add(index, ip, prefix)
-            .replace()
+        let mut request = self.handle.address().add(index, ip, prefix).replace();
+        if ip.is_ipv6() {
+            // No duplicate address detection: the VIP must answer the moment we are master,
+            // not a second later, and the election already decided who holds it.
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        request
             .execute()
             .await
             .map_err(|e| netlink_error("add", ip, e))

@@ -94,3 +94,187 @@ impl AdvertSocketV4 {
         }
     }
 }
+
+/// `IPPROTO_IPV6` / `IPV6_HOPLIMIT` as they appear in a control message (RFC 3542 §6.3).
+const CMSG_LEVEL_IPV6: i32 = 41;
+const CMSG_TYPE_HOPLIMIT: i32 = 52;
+
+/// One advert received over IPv6: the kernel strips the IPv6 header, so the source comes from
+/// the socket address and the hop limit from a control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedV6 {
+    pub len: usize,
+    pub src: Ipv6Addr,
+    /// `None` when the kernel did not report it (then the advert must be dropped).
+    pub hop_limit: Option<u8>,
+}
+
+/// The adverts of one instance over IPv6 (RFC 5798 §5.1.2): from the link-local address, to
+/// ff02::12 or to unicast peers.
+pub struct AdvertSocketV6 {
+    rx: AsyncFd<Socket>,
+    tx: Socket,
+    source: Ipv6Addr,
+    index: u32,
+}
+
+impl AdvertSocketV6 {
+    /// Opens both sockets on `link`, sending from `source` (its link-local address).
+    pub fn open(link: &Link, source: Ipv6Addr, multicast: bool) -> io::Result<Self> {
+        let proto = Some(Protocol::from(IPPROTO_VRRP));
+        let rx = Socket::new(Domain::IPV6, Type::RAW, proto)?;
+        rx.bind_device(Some(link.name.as_bytes()))?;
+        if multicast {
+            rx.join_multicast_v6(&GROUP_V6, link.index)?;
+        }
+        rx.set_recv_hoplimit_v6(true)?;
+        rx.set_nonblocking(true)?;
+
+        let tx = Socket::new(Domain::IPV6, Type::RAW, proto)?;
+        tx.bind_device(Some(link.name.as_bytes()))?;
+        let scope = if is_link_local(source) { link.index } else { 0 };
+        tx.bind(&SockAddr::from(std::net::SocketAddrV6::new(
+            source, 0, 0, scope,
+        )))?;
+        tx.set_multicast_if_v6(link.index)?;
+        tx.set_multicast_hops_v6(TTL)?;
+        tx.set_unicast_hops_v6(TTL)?;
+        tx.set_multicast_loop_v6(false)?;
+        tx.set_nonblocking(true)?;
+        // SAFETY: as for IPv4 above: the `Socket` owns its descriptor for the `AsyncFd`'s life.
+        let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }?;
+        Ok(Self {
+            rx,
+            tx,
+            source,
+            index: link.index,
+        })
+    }
+
+    pub fn source(&self) -> Ipv6Addr {
+        self.source
+    }
+
+    /// Sends one VRRP message (checksum already set, over the pseudo-header with our source).
+    pub fn send(&self, message: &[u8], dst: Ipv6Addr) -> io::Result<()> {
+        let scope = if is_link_local(dst) || dst.is_multicast() {
+            self.index
+        } else {
+            0
+        };
+        let to = SockAddr::from(std::net::SocketAddrV6::new(dst, 0, 0, scope));
+        let sent = self.tx.send_to(message, &to)?;
+        if sent != message.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "advert sent in part",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for the next advert; the VRRP message lands at the start of `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<ReceivedV6> {
+        loop {
+            let mut ready = self.rx.readable().await?;
+            match ready.try_io(|fd| recv_with_hop_limit(fd.get_ref(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn recv_with_hop_limit(socket: &Socket, buf: &mut [u8]) -> io::Result<ReceivedV6> {
+    use socket2::{MaybeUninitSlice, MsgHdrMut};
+    use std::mem::MaybeUninit;
+    let mut control = [MaybeUninit::<u8>::uninit(); 64];
+    let mut from = SockAddr::from(std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+    // SAFETY: reinterpreting initialised bytes as possibly-uninitialised ones is always sound;
+    // the kernel only ever writes into them.
+    let data = unsafe { &mut *(std::ptr::from_mut::<[u8]>(buf) as *mut [MaybeUninit<u8>]) };
+    let mut bufs = [MaybeUninitSlice::new(data)];
+    let mut msg = MsgHdrMut::new()
+        .with_addr(&mut from)
+        .with_buffers(&mut bufs)
+        .with_control(&mut control);
+    let len = socket.recvmsg(&mut msg, 0)?;
+    let control_len = msg.control_len();
+    // SAFETY: `recvmsg` initialised the first `control_len` bytes of the control buffer.
+    let control: Vec<u8> = control[..control_len]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
+    let src = from
+        .as_socket_ipv6()
+        .map_or(Ipv6Addr::UNSPECIFIED, |a| *a.ip());
+    Ok(ReceivedV6 {
+        len,
+        src,
+        hop_limit: hop_limit_from_control(&control),
+    })
+}
+
+/// Finds IPV6_HOPLIMIT in a control-message buffer (Linux layout: `cmsg_len` as a `usize`,
+/// level and type as `i32`, data aligned to `usize`).
+fn hop_limit_from_control(control: &[u8]) -> Option<u8> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let header = WORD + 8;
+    let align = |n: usize| n.div_ceil(WORD) * WORD;
+    let mut at = 0;
+    while at + header <= control.len() {
+        let len = usize::from_ne_bytes(control[at..at + WORD].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[at + WORD..at + WORD + 4].try_into().ok()?);
+        let kind = i32::from_ne_bytes(control[at + WORD + 4..at + header].try_into().ok()?);
+        if len < header || at + len > control.len() {
+            return None;
+        }
+        let data_at = at + align(header);
+        if level == CMSG_LEVEL_IPV6 && kind == CMSG_TYPE_HOPLIMIT && data_at + 4 <= at + len {
+            let value = i32::from_ne_bytes(control[data_at..data_at + 4].try_into().ok()?);
+            return u8::try_from(value).ok();
+        }
+        at += align(len);
+    }
+    None
+}
+
+fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmsg(level: i32, kind: i32, value: i32) -> Vec<u8> {
+        let mut c = Vec::new();
+        c.extend_from_slice(&(std::mem::size_of::<usize>() + 8 + 4).to_ne_bytes());
+        c.extend_from_slice(&level.to_ne_bytes());
+        c.extend_from_slice(&kind.to_ne_bytes());
+        c.extend_from_slice(&value.to_ne_bytes());
+        c.extend_from_slice(&[0; 4]); // padding to the next word
+        c
+    }
+
+    #[test]
+    fn the_hop_limit_is_found_among_control_messages() {
+        let mut control = cmsg(CMSG_LEVEL_IPV6, 50, 7); // IPV6_PKTINFO-like, not ours
+        control.extend(cmsg(CMSG_LEVEL_IPV6, CMSG_TYPE_HOPLIMIT, 255));
+        assert_eq!(hop_limit_from_control(&control), Some(255));
+        assert_eq!(
+            hop_limit_from_control(&cmsg(CMSG_LEVEL_IPV6, CMSG_TYPE_HOPLIMIT, 64)),
+            Some(64)
+        );
+        assert_eq!(
+            hop_limit_from_control(&cmsg(0, CMSG_TYPE_HOPLIMIT, 255)),
+            None
+        );
+        assert_eq!(hop_limit_from_control(&[]), None);
+        assert_eq!(
+            hop_limit_from_control(&[0xff; 20]),
+            None,
+            "a length past the end"
+        );
+    }
+}
