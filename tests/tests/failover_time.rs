@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Per run: a rack in fresh namespaces, the master (priority 150) serving, a client in its own
-//! namespace opening a connection to VIP:80 every 5 ms (50 ms connect timeout). The master is
+//! namespace opening a connection to VIP:80 every 5 ms (50 ms to connect and 50 ms to read the
+//! backend's name: a connection the old master accepted just before it let the VIP go can
+//! never answer, and must not hold the probe longer than a failed connect does). The master is
 //! stopped (SIGKILL of every process in its namespace, or SIGTERM); the figure is the time from
 //! the stop to the first connection served by the backup. For keepalived, each node's VIP is
 //! served by a plain backend listening on 0.0.0.0:80 (keepalived moves addresses, it does not
@@ -22,7 +24,14 @@ use common::netns::{self, in_netns};
 use common::rack::Rack;
 use common::*;
 
+/// Runs per case; `FAILOVER_RUNS` overrides.
 const RUNS: usize = 5;
+
+/// Whether a case is selected: `FAILOVER_ONLY` (e.g. `Tandem Term 100ms`) keeps the cases whose
+/// name contains it.
+fn selected(case: &str) -> bool {
+    std::env::var("FAILOVER_ONLY").map_or(true, |only| case.contains(&only))
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Impl {
@@ -45,7 +54,7 @@ fn signal_namespace(ns: &str, sig: rustix::process::Signal) {
     }
 }
 
-fn one_run(which: Impl, stop: Stop, interval: (&str, &str)) -> Option<Duration> {
+fn one_run(which: Impl, stop: Stop, interval: (&str, &str), phase: Duration) -> Option<Duration> {
     let rack = Rack::new("failover time")?;
     let mut nodes: Vec<Node> = Vec::new();
     let mut kads: Vec<Keepalived> = Vec::new();
@@ -72,7 +81,10 @@ fn one_run(which: Impl, stop: Stop, interval: (&str, &str)) -> Option<Duration> 
             wait_until("lb1 master", || rack.served_by().as_deref() == Some("lb1"));
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Settle, then stop at a different point of the advert cycle in each run: a backup's
+    // Master_Down_Timer runs from the last advert it heard, so the phase decides up to one
+    // interval of the result.
+    std::thread::sleep(Duration::from_millis(500) + phase);
 
     let target = SocketAddr::from((rack.vip, common::rack::PORT));
     let client = rack.client.clone();
@@ -86,7 +98,7 @@ fn one_run(which: Impl, stop: Stop, interval: (&str, &str)) -> Option<Duration> 
                         .and_then(|s| {
                             s.connect_timeout(&target.into(), Duration::from_millis(50))?;
                             let stream: std::net::TcpStream = s.into();
-                            stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+                            stream.set_read_timeout(Some(Duration::from_millis(50)))?;
                             Client { stream }.backend_name()
                         });
                 if served.is_ok_and(|name| name == "lb2") {
@@ -103,6 +115,11 @@ fn one_run(which: Impl, stop: Stop, interval: (&str, &str)) -> Option<Duration> 
     };
     signal_namespace(&rack.lbs[0], sig);
     let served = probe.join().unwrap();
+    if std::env::var_os("FAILOVER_VERBOSE").is_some() {
+        for node in &nodes {
+            eprintln!("{}", node.log_text());
+        }
+    }
     drop(nodes);
     drop(kads);
     drop(backends);
@@ -123,9 +140,18 @@ fn failover_time_tandem_and_keepalived() {
     for interval in [("1s", "1"), ("100ms", "0.1")] {
         for stop in [Stop::Kill9, Stop::Term] {
             for which in [Impl::Tandem, Impl::Keepalived] {
+                if !selected(&format!("{which:?} {stop:?} {}", interval.0)) {
+                    continue;
+                }
+                let runs = std::env::var("FAILOVER_RUNS")
+                    .ok()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(RUNS);
                 let mut times = Vec::new();
-                for run in 0..RUNS {
-                    match one_run(which, stop, interval) {
+                for run in 0..runs {
+                    let cycle = humantime::parse_duration(interval.0).unwrap();
+                    let phase = cycle.mul_f64(run as f64 / runs as f64);
+                    match one_run(which, stop, interval, phase) {
                         Some(t) => {
                             eprintln!("{which:?} {stop:?} advert {}: run {run}: {t:?}", interval.0);
                             times.push(t);
