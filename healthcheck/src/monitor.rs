@@ -264,12 +264,14 @@ impl Shared {
         generation: u64,
         result: Result<(), String>,
         t: Thresholds,
+        took: Duration,
     ) -> bool {
         let mut states = lock(&self.states);
         let Some(entry) = states.get_mut(id).filter(|e| e.generation == generation) else {
             return false;
         };
         let now = Instant::now();
+        entry.status.last_duration = Some(took);
         if let Some(change) = entry.status.record(result, t, now) {
             self.publish(id, change, now);
         }
@@ -304,12 +306,14 @@ async fn run_target(shared: Arc<Shared>, target: Target, generation: u64) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let started = Instant::now();
         let result = probe(&target.spec, target.timeout).await;
+        let took = started.elapsed();
         if let Err(error) = &result {
             tracing::debug!(backend = %target.id, %error, "health check failed");
         }
         let result = result.map_err(|e| e.to_string());
-        if !shared.record(&target.id, generation, result, target.thresholds) {
+        if !shared.record(&target.id, generation, result, target.thresholds, took) {
             return;
         }
     }
@@ -377,7 +381,7 @@ mod tests {
             ..a.clone()
         }]);
         let shared = &monitor.inner.shared;
-        assert!(!shared.record(&a.id, old, Err("late".into()), a.thresholds));
+        assert!(!shared.record(&a.id, old, Err("late".into()), a.thresholds, Duration::ZERO));
         assert_eq!(monitor.status(&a.id).unwrap().checks, 0);
     }
 

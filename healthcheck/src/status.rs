@@ -55,6 +55,8 @@ pub struct HealthStatus {
     pub last_check: Option<Instant>,
     /// Probe results recorded (ejections are not probes and do not count).
     pub checks: u64,
+    /// How long the last probe took (for latency metrics); `None` before the first.
+    pub last_duration: Option<std::time::Duration>,
 }
 
 impl HealthStatus {
@@ -69,6 +71,7 @@ impl HealthStatus {
             last_change: None,
             last_check: None,
             checks: 0,
+            last_duration: None,
         }
     }
 

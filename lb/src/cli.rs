@@ -3,7 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+
 use clap::{Parser, Subcommand};
+use hyper::Method;
+
+use crate::admin::AdminClient;
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
@@ -41,6 +46,40 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show the node's roles, services and backends (from its admin API).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the JSON document as the API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the master role to the peer (its backup takes over after its skew time).
+    Swap {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop sending new connections to a backend; open ones finish.
+    Drain {
+        #[command(flatten)]
+        admin: AdminArgs,
+        pool: String,
+        #[arg(value_name = "ADDR")]
+        backend: SocketAddr,
+    },
+    /// Send new connections to a drained backend again.
+    Enable {
+        #[command(flatten)]
+        admin: AdminArgs,
+        pool: String,
+        #[arg(value_name = "ADDR")]
+        backend: SocketAddr,
+    },
+    /// Make the node re-read its config file, and say whether it took it.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Start a node on loopback in front of small built-in web and app backends.
     Demo {
         /// Port of the demo's web service on 127.0.0.1.
@@ -49,7 +88,69 @@ enum Command {
         /// Port of the demo's app service on 127.0.0.1.
         #[arg(long, default_value_t = 8081)]
         app_port: u16,
+        /// Port of the demo's admin API on 127.0.0.1.
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
     },
+}
+
+/// How the CLI finds a node's admin API.
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The node's config: its `[node] admin` address and token are used.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/tandem/tandem.toml"
+    )]
+    config: PathBuf,
+    /// The admin address, instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The bearer token, instead of the config's.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The client, from the flags or else from the config file.
+    fn client(&self) -> Result<AdminClient, String> {
+        let config = match (&self.admin, &self.token) {
+            (Some(_), Some(_)) => None,
+            _ => Some(config::load(&self.config).map_err(|e| {
+                format!(
+                    "{e}\n(reading {}; or pass --admin and --token)",
+                    self.config.display()
+                )
+            })?),
+        };
+        let addr = match (self.admin, &config) {
+            (Some(a), _) => a,
+            (None, Some(c)) => c.node.admin.ok_or_else(|| {
+                format!(
+                    "{}: the admin API is off (admin = \"\")",
+                    self.config.display()
+                )
+            })?,
+            (None, None) => unreachable!("the config is read when --admin is missing"),
+        };
+        // A node listening on every address is reached on loopback.
+        let addr = if addr.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        };
+        let token = match (
+            &self.token,
+            config.as_ref().and_then(|c| c.node.admin_token.as_ref()),
+        ) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(t)) => Some(t.resolve().map_err(|e| e.to_string())?),
+            (None, None) => None,
+        };
+        Ok(AdminClient { addr, token })
+    }
 }
 
 /// Entry point of the binary.
@@ -57,6 +158,35 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Status { admin, json } => admin_call(&admin, Method::GET, "/status", |body| {
+            if json {
+                body.to_owned()
+            } else {
+                status_table(body)
+            }
+        }),
+        Command::Swap { admin } => admin_call(&admin, Method::POST, "/swap", str::to_owned),
+        Command::Reload { admin } => admin_call(&admin, Method::POST, "/reload", str::to_owned),
+        Command::Drain {
+            admin,
+            pool,
+            backend,
+        } => admin_call(
+            &admin,
+            Method::POST,
+            &format!("/pools/{pool}/backends/{backend}/drain"),
+            str::to_owned,
+        ),
+        Command::Enable {
+            admin,
+            pool,
+            backend,
+        } => admin_call(
+            &admin,
+            Method::POST,
+            &format!("/pools/{pool}/backends/{backend}/enable"),
+            str::to_owned,
+        ),
         Command::Run { config: path } => {
             logging::init(cli.log_format);
             match config::load(&path) {
@@ -68,13 +198,17 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { web_port, app_port } => {
+        Command::Demo {
+            web_port,
+            app_port,
+            admin_port,
+        } => {
             logging::init(cli.log_format);
             let runtime = match build_runtime(1) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match runtime.block_on(demo::run(web_port, app_port)) {
+            match runtime.block_on(demo::run(web_port, app_port, admin_port)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tandem demo: {e:#}");
@@ -83,6 +217,113 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// One admin request: prints `show(body)` on a 2xx and exits 0; prints the reason and exits 1
+/// otherwise.
+fn admin_call(
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+    show: impl Fn(&str) -> String,
+) -> ExitCode {
+    let client = match args.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match build_runtime(1) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(client.request(method, path)) {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            print!("{}", ensure_newline(show(&body)));
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprint!("tandem: {status}: {}", ensure_newline(body));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ensure_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// `/status` as a few readable tables.
+fn status_table(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_owned();
+    };
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let mut out = format!("node {}  healthz {}\n", s(&v["node"]), s(&v["healthz"]));
+    let empty = Vec::new();
+    let list = |key: &str| v[key].as_array().unwrap_or(&empty).clone();
+    let vrrp = list("vrrp");
+    if !vrrp.is_empty() {
+        out.push_str("\nVRRP       STATE   PRIO  EFFECTIVE  MASTER\n");
+        for i in &vrrp {
+            out.push_str(&format!(
+                "{:<10} {:<7} {:>4}  {:>9}  {}\n",
+                s(&i["name"]),
+                s(&i["state"]),
+                s(&i["priority"]),
+                s(&i["effective_priority"]),
+                s(&i["master"])
+            ));
+        }
+    }
+    out.push_str("\nSERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED\n");
+    for x in list("services") {
+        out.push_str(&format!(
+            "{:<10} {:<22} {:>6}  {:>8}  {:>7}\n",
+            s(&x["name"]),
+            s(&x["listen"]),
+            s(&x["active"]),
+            s(&x["accepted"]),
+            s(&x["refused"])
+        ));
+    }
+    out.push_str(
+        "\nPOOL       BACKEND                ROLE     STATE     ACTIVE  TOTAL  LAST ERROR\n",
+    );
+    for p in list("pools") {
+        for b in p["backends"].as_array().unwrap_or(&empty) {
+            let state = if b["drained"] == serde_json::Value::Bool(true) {
+                "drained"
+            } else if b["up"] == serde_json::Value::Bool(true) {
+                "up"
+            } else {
+                "down"
+            };
+            out.push_str(&format!(
+                "{:<10} {:<22} {:<8} {:<9} {:>6}  {:>5}  {}\n",
+                s(&p["name"]),
+                s(&b["addr"]),
+                s(&b["role"]),
+                state,
+                s(&b["active"]),
+                s(&b["total"]),
+                s(&b["health"]["last_error"])
+            ));
+        }
+    }
+    out
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use healthcheck::monitor::Monitor;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, AdminCommand, AdminContext, ReloadCounts, Roles};
 use crate::config::{self, Config, ConfigErrors};
 use crate::failover::{Failover, FailoverError};
 use crate::health::{self, PoolsHealth};
@@ -36,6 +38,13 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Failover(#[from] FailoverError),
+    #[error("{0}")]
+    AdminToken(std::io::Error),
+    #[error("admin API: cannot listen on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What a successful reload changed, for the log line.
@@ -107,6 +116,41 @@ impl Daemon {
     /// The health checker of this node's backends.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
+    }
+
+    /// The backend and service state shared across generations.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// The running config, replaced on every successful reload.
+    pub fn running_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.running.subscribe()
+    }
+
+    /// Drains a backend (no new connections; open ones finish) or enables it again. Kept
+    /// across reloads for as long as the backend stays in the pool.
+    pub fn set_drained(&self, pool: &str, addr: SocketAddr, drained: bool) -> Result<(), String> {
+        let known = self
+            .config
+            .pool(pool)
+            .is_some_and(|p| p.backends.iter().any(|b| b.addr == addr));
+        let state = self.registry.find_backend(pool, addr).filter(|_| known);
+        let Some(state) = state else {
+            return Err(format!("pool {pool:?} has no backend {addr}"));
+        };
+        let was = state
+            .drained
+            .swap(drained, std::sync::atomic::Ordering::Relaxed);
+        if was != drained {
+            tracing::info!(pool, backend = %addr, drained, "backend {} by the admin API",
+                if drained { "drained" } else { "enabled" });
+        }
+        health::publish(
+            &self.pools,
+            health::pools_health(&self.config, &self.registry),
+        );
+        Ok(())
     }
 
     /// Usable backends per pool, updated on every health transition.
@@ -234,7 +278,8 @@ impl Daemon {
     }
 }
 
-/// Runs a node until SIGTERM or SIGINT: reload on SIGHUP, then drain and return.
+/// Runs a node until SIGTERM or SIGINT: reload on SIGHUP (or `POST /reload`), then drain and
+/// return.
 pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     // Registered before anything else: SIGHUP's default action would kill the process.
@@ -242,32 +287,54 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
 
-    let mut daemon = Daemon::start(config, config_path)?;
-    let mut failover = Failover::start(&daemon.config().vrrp, daemon.pools_health()).await?;
-    tracing::info!(config = %config_path.display(), threads = daemon.config().node.threads,
-        "{}; listening on {}", daemon.config().summary(), listen_list(daemon.config()));
+    let token = resolve_token(&config).map_err(DaemonError::AdminToken)?;
+    let daemon = Daemon::start(config, config_path)?;
+    let failover = Failover::start(&daemon.config().vrrp, daemon.pools_health()).await?;
+    let (roles, roles_rx) = watch::channel(failover.roles());
+    let (token, token_rx) = watch::channel(token);
+    let (commands_tx, mut commands) = mpsc::channel(16);
+    let reloads = Arc::new(ReloadCounts::default());
+    let context = Arc::new(AdminContext {
+        config: daemon.running_config(),
+        registry: daemon.registry(),
+        monitor: daemon.monitor().clone(),
+        pools: daemon.pools_health(),
+        roles: roles_rx,
+        token: token_rx,
+        commands: commands_tx,
+        reloads: reloads.clone(),
+    });
+    let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;
+    let mut node = Node {
+        daemon,
+        failover,
+        roles,
+        token,
+        admin,
+        context,
+        reloads,
+    };
+    tracing::info!(config = %config_path.display(), threads = node.daemon.config().node.threads,
+        admin = ?node.daemon.config().node.admin,
+        "{}; listening on {}", node.daemon.config().summary(), listen_list(node.daemon.config()));
 
     let signal_name = loop {
         tokio::select! {
-            _ = hup.recv() => match daemon.reload() {
-                Ok(summary) => {
-                    tracing::info!("configuration reloaded: {summary}");
-                    for error in failover.apply(&daemon.config().vrrp).await {
-                        tracing::error!("{error}");
-                    }
-                }
-                Err(e) => tracing::error!(
-                    "configuration reload rejected, still serving the previous one: {e}"),
-            },
+            _ = hup.recv() => {
+                let _ = node.reload().await;
+            }
+            Some(command) = commands.recv() => node.command(command).await,
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         }
     };
-    let deadline = daemon.config().node.drain_timeout;
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
-    failover.shutdown().await;
+    node.failover.shutdown().await;
+    let _ = node.roles.send(node.failover.roles());
+    let deadline = node.daemon.config().node.drain_timeout;
     tracing::info!("{signal_name}: no longer accepting");
-    let left = daemon.shutdown(deadline).await;
+    let left = node.daemon.shutdown(deadline).await;
+    node.admin.stop();
     if left > 0 {
         tracing::warn!(
             left,
@@ -277,6 +344,143 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         tracing::info!("all connections finished; exiting");
     }
     Ok(())
+}
+
+/// The running node as the main loop owns it.
+struct Node {
+    daemon: Daemon,
+    failover: Failover,
+    roles: watch::Sender<Roles>,
+    token: watch::Sender<Option<String>>,
+    admin: AdminServer,
+    context: Arc<AdminContext>,
+    reloads: Arc<ReloadCounts>,
+}
+
+impl Node {
+    /// Re-reads the config file and applies all of it, or none of the data plane.
+    async fn reload(&mut self) -> Result<String, String> {
+        let result = self.try_reload().await;
+        match &result {
+            Ok(summary) => {
+                self.reloads
+                    .ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("configuration reloaded: {summary}");
+            }
+            Err(e) => {
+                self.reloads
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    "configuration reload rejected, still serving the previous one: {e}"
+                );
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<String, String> {
+        let config = config::load(&self.daemon.config_path).map_err(|e| e.to_string())?;
+        let token = resolve_token(&config).map_err(|e| e.to_string())?;
+        let summary = self.daemon.apply(config).map_err(|e| e.to_string())?;
+        let mut notes = Vec::new();
+        for error in self.failover.apply(&self.daemon.config().vrrp).await {
+            tracing::error!("{error}");
+            notes.push(error.to_string());
+        }
+        let _ = self.roles.send(self.failover.roles());
+        let _ = self.token.send(token);
+        let admin = self.daemon.config().node.admin;
+        if admin != self.admin.addr {
+            match AdminServer::start(admin, self.context.clone()).await {
+                Ok(server) => {
+                    self.admin.stop();
+                    self.admin = server;
+                }
+                Err(e) => {
+                    tracing::error!("{e}; the admin API stays where it was");
+                    notes.push(e.to_string());
+                }
+            }
+        }
+        let mut text = summary.to_string();
+        for note in notes {
+            text.push_str("; ");
+            text.push_str(&note);
+        }
+        Ok(text)
+    }
+
+    async fn command(&mut self, command: AdminCommand) {
+        match command {
+            AdminCommand::Reload(reply) => {
+                let _ = reply.send(self.reload().await);
+            }
+            AdminCommand::Swap(reply) => {
+                let masters = self
+                    .failover
+                    .roles()
+                    .values()
+                    .filter(|r| r.borrow().state == vrrp::State::Master)
+                    .count();
+                self.failover.relinquish();
+                let text = if masters == 0 {
+                    "not master of any instance: nothing to hand over".to_owned()
+                } else {
+                    tracing::info!(
+                        instances = masters,
+                        "swap: handing the master role to the peer"
+                    );
+                    format!("handing {masters} instance(s) over to the peer")
+                };
+                let _ = reply.send(text);
+            }
+            AdminCommand::SetDrained {
+                pool,
+                addr,
+                drained,
+                reply,
+            } => {
+                let _ = reply.send(self.daemon.set_drained(&pool, addr, drained));
+            }
+        }
+    }
+}
+
+/// The admin listener, if one is configured.
+struct AdminServer {
+    addr: Option<SocketAddr>,
+    stop: CancellationToken,
+}
+
+impl AdminServer {
+    async fn start(
+        addr: Option<SocketAddr>,
+        context: Arc<AdminContext>,
+    ) -> Result<Self, DaemonError> {
+        let stop = CancellationToken::new();
+        if let Some(addr) = addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::AdminBind { addr, source })?;
+            tokio::spawn(admin::serve(listener, context, stop.clone()));
+        }
+        Ok(Self { addr, stop })
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+fn resolve_token(config: &Config) -> std::io::Result<Option<String>> {
+    config
+        .node
+        .admin_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()
 }
 
 fn listen_list(config: &Config) -> String {

@@ -17,10 +17,10 @@ use crate::{config, daemon};
 /// Largest request head a demo backend reads before giving up on a client.
 const MAX_HEAD: usize = 8 * 1024;
 
-pub async fn run(web_port: u16, app_port: u16) -> anyhow::Result<()> {
+pub async fn run(web_port: u16, app_port: u16, admin_port: u16) -> anyhow::Result<()> {
     let web = [spawn_backend("web-1").await?, spawn_backend("web-2").await?];
     let app = [spawn_backend("app-1").await?, spawn_backend("app-2").await?];
-    let text = config_text(web_port, app_port, web, app);
+    let text = config_text(web_port, app_port, admin_port, web, app);
     let path = config_path();
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     let config = config::load(&path).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
@@ -35,6 +35,9 @@ pub async fn run(web_port: u16, app_port: u16) -> anyhow::Result<()> {
     println!("  curl http://127.0.0.1:{web_port}/   # again and again: web-1, web-2, web-1 ...");
     println!("  curl http://127.0.0.1:{app_port}/   # always the same app backend for you");
     println!(
+        "  curl http://127.0.0.1:{admin_port}/status   # the node's view: services, backends, counters"
+    );
+    println!(
         "Config: {} (edit it and `kill -HUP {}` to reload)",
         path.display(),
         std::process::id()
@@ -42,20 +45,29 @@ pub async fn run(web_port: u16, app_port: u16) -> anyhow::Result<()> {
     println!("Ctrl-C drains and stops.");
     let result = daemon::run(config, &path).await;
     let _ = std::fs::remove_file(&path);
-    result.map_err(|e| anyhow::anyhow!("{e} (choose other ports with --web-port / --app-port)"))
+    result.map_err(|e| {
+        anyhow::anyhow!("{e} (choose other ports with --web-port / --app-port / --admin-port)")
+    })
 }
 
 fn config_path() -> PathBuf {
     std::env::temp_dir().join(format!("tandem-demo-{}.toml", std::process::id()))
 }
 
-fn config_text(web_port: u16, app_port: u16, web: [SocketAddr; 2], app: [SocketAddr; 2]) -> String {
+fn config_text(
+    web_port: u16,
+    app_port: u16,
+    admin_port: u16,
+    web: [SocketAddr; 2],
+    app: [SocketAddr; 2],
+) -> String {
     format!(
         r#"# Written by `tandem demo`.
 [node]
 name = "demo"
 threads = 1
 drain_timeout = "2s"
+admin = "127.0.0.1:{admin_port}"
 
 [[service]]
 name = "web"

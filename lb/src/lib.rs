@@ -4,6 +4,7 @@
 //! end-to-end tests in `tests/` can build the same binary and drive it as a real process.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;

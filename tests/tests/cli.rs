@@ -22,13 +22,19 @@ fn http_get(addr: SocketAddr) -> String {
 #[test]
 fn demo_serves_the_web_and_app_tiers_on_loopback() {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (web, app) = (free_addr(localhost), free_addr(localhost));
+    let (web, app, admin) = (
+        free_addr(localhost),
+        free_addr(localhost),
+        free_addr(localhost),
+    );
     let node = Node::start_args(&[
         "demo",
         "--web-port",
         &web.port().to_string(),
         "--app-port",
         &app.port().to_string(),
+        "--admin-port",
+        &admin.port().to_string(),
     ]);
     node.wait_listening(web);
     node.wait_listening(app);

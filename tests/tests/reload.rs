@@ -16,6 +16,7 @@ fn two_service_config(l1: SocketAddr, p1: &str, l2: SocketAddr, p2: &str) -> Str
     format!(
         r#"[node]
 threads = 1
+admin = ""
 
 [[service]]
 name = "one"

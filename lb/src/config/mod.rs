@@ -45,6 +45,50 @@ pub struct NodeConfig {
     pub threads: usize,
     /// How long SIGTERM waits for open connections. Default 30s.
     pub drain_timeout: Duration,
+    /// Where the admin HTTP API listens; `None` (`admin = ""`) turns it off. Default
+    /// 127.0.0.1:9090.
+    pub admin: Option<SocketAddr>,
+    /// Where the bearer token for admin mutations comes from; `None`: mutations are refused.
+    pub admin_token: Option<AdminToken>,
+    /// The path of the health endpoint for load balancers in front (AWS target groups).
+    /// Default "/healthz".
+    pub healthz_path: String,
+}
+
+/// A token anyone could guess in a few tries is no guard.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The admin token, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    Inline(String),
+    /// Read when the config is applied (start and every reload); a trailing newline is ignored.
+    File(std::path::PathBuf),
+}
+
+impl AdminToken {
+    /// The token itself.
+    pub fn resolve(&self) -> std::io::Result<String> {
+        match self {
+            AdminToken::Inline(t) => Ok(t.clone()),
+            AdminToken::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("admin_token_file {}: {e}", path.display()),
+                    )
+                })?;
+                let token = text.trim_end_matches(['\n', '\r']).to_owned();
+                if token.len() < MIN_TOKEN_LEN {
+                    return Err(std::io::Error::other(format!(
+                        "admin_token_file {}: the token must be at least {MIN_TOKEN_LEN} characters",
+                        path.display()
+                    )));
+                }
+                Ok(token)
+            }
+        }
+    }
 }
 
 /// One listener and how its connections are spread over a pool (`[[service]]`).

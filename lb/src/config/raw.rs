@@ -33,6 +33,10 @@ pub(crate) struct RawNode {
     pub name: Option<Spanned<String>>,
     pub threads: Option<Spanned<i64>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
+    pub admin_token_file: Option<Spanned<String>>,
+    pub healthz_path: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

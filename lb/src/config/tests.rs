@@ -102,6 +102,9 @@ fn full_example_parses_into_the_expected_struct() {
             name: "lb1".into(),
             threads: 2,
             drain_timeout: Duration::from_secs(30),
+            admin: Some(addr("127.0.0.1:9090")),
+            admin_token: None,
+            healthz_path: "/healthz".into(),
         },
         services: vec![ServiceConfig {
             name: "web".into(),
@@ -174,6 +177,25 @@ fn the_shipped_rack_pair_configs_are_valid_and_differ_only_in_name_and_priority(
 }
 
 #[test]
+fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
+    for (file, source) in [
+        (
+            "cloud-lb1.toml",
+            include_str!("../../../configs/cloud-lb1.toml"),
+        ),
+        (
+            "cloud-lb2.toml",
+            include_str!("../../../configs/cloud-lb2.toml"),
+        ),
+    ] {
+        let config = parse(source, file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config.vrrp[0].mode, VrrpMode::Cloud, "{file}");
+        assert!(config.vrrp[0].vips.is_empty() && !config.vrrp[0].peers.is_empty());
+        assert!(config.node.admin.is_some_and(|a| a.ip().is_unspecified()));
+    }
+}
+
+#[test]
 fn omitted_keys_take_their_documented_defaults() {
     let config = parse(MINIMAL, "t.toml").unwrap();
     let cpus = std::thread::available_parallelism().unwrap().get();
@@ -183,6 +205,9 @@ fn omitted_keys_take_their_documented_defaults() {
             name: "tandem".into(),
             threads: cpus,
             drain_timeout: Duration::from_secs(30),
+            admin: Some(addr("127.0.0.1:9090")),
+            admin_token: None,
+            healthz_path: "/healthz".into(),
         }
     );
     let service = &config.services[0];
@@ -1339,5 +1364,78 @@ fn track_gateway_parses_with_defaults_and_rejects_ipv6_and_long_timeouts() {
         13,
         67,
         "timeout is longer than interval",
+    );
+}
+
+#[test]
+fn admin_keys_parse_and_bad_ones_are_located() {
+    let config = parse(&node_with("admin = \"\""), "t").unwrap();
+    assert_eq!(
+        config.node.admin, None,
+        "an empty admin address turns the API off"
+    );
+    let config = parse(
+        &node_with("admin = \"10.0.0.1:8000\"\nadmin_token = \"0123456789abcdef\"\nhealthz_path = \"/ready\""),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.node.admin, Some(addr("10.0.0.1:8000")));
+    assert_eq!(
+        config.node.admin_token,
+        Some(AdminToken::Inline("0123456789abcdef".into()))
+    );
+    assert_eq!(config.node.healthz_path, "/ready");
+    assert_error(
+        &node_with("admin_token = \"short\""),
+        2,
+        15,
+        "at least 16 characters",
+    );
+    assert_error(
+        &node_with("admin_token = \"0123456789abcdef\"\nadmin_token_file = \"/etc/t\""),
+        3,
+        20,
+        "not both",
+    );
+    assert_error(
+        &node_with("healthz_path = \"/metrics\""),
+        2,
+        16,
+        "already an admin endpoint",
+    );
+    assert_error(
+        &node_with("healthz_path = \"healthz\""),
+        2,
+        16,
+        "must be a path",
+    );
+    assert_error(
+        &node_with("admin = \"localhost:9090\""),
+        2,
+        9,
+        "invalid admin address",
+    );
+}
+
+#[test]
+fn an_admin_token_file_is_read_without_its_trailing_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "0123456789abcdef\n").unwrap();
+    assert_eq!(
+        AdminToken::File(path.clone()).resolve().unwrap(),
+        "0123456789abcdef"
+    );
+    std::fs::write(&path, "short\n").unwrap();
+    assert!(
+        AdminToken::File(path).resolve().is_err(),
+        "a short token is refused"
+    );
+    let missing = AdminToken::File(dir.path().join("none"))
+        .resolve()
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("admin_token_file"),
+        "{missing}"
     );
 }

@@ -13,8 +13,8 @@ use super::health::RawHealth;
 use super::raw::{RawBackend, RawConfig, RawNode, RawPool, RawService};
 use super::values;
 use super::{
-    BackendConfig, Balance, Config, ConfigError, ConfigErrors, NodeConfig, PoolConfig, Role,
-    ServiceConfig,
+    AdminToken, BackendConfig, Balance, Config, ConfigError, ConfigErrors, MIN_TOKEN_LEN,
+    NodeConfig, PoolConfig, Role, ServiceConfig,
 };
 
 const DEFAULT_NODE_NAME: &str = "tandem";
@@ -26,6 +26,9 @@ const DEFAULT_BACKLOG: u32 = 1024;
 const MAX_THREADS: i64 = 1024;
 const MAX_RETRIES: i64 = 16;
 const MAX_WEIGHT: i64 = 256;
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+const DEFAULT_HEALTHZ_PATH: &str = "/healthz";
 
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut v = Validator {
@@ -142,6 +145,10 @@ impl Validator<'_> {
             name: None,
             threads: None,
             drain_timeout: None,
+            admin: None,
+            admin_token: None,
+            admin_token_file: None,
+            healthz_path: None,
         });
         let name = match &raw.name {
             Some(name) => {
@@ -166,10 +173,54 @@ impl Validator<'_> {
             DEFAULT_DRAIN_TIMEOUT,
             false,
         );
+        let admin = match &raw.admin {
+            None => Some(DEFAULT_ADMIN),
+            Some(a) if a.get_ref().trim().is_empty() => None,
+            Some(a) => self.addr("admin address", a),
+        };
+        let admin_token = match (&raw.admin_token, &raw.admin_token_file) {
+            (Some(_), Some(file)) => {
+                let message = "give admin_token or admin_token_file, not both".to_owned();
+                self.error(file.span(), message);
+                None
+            }
+            (Some(t), None) if t.get_ref().trim().len() < MIN_TOKEN_LEN => {
+                let message = format!(
+                    "admin_token must be at least {MIN_TOKEN_LEN} characters (it guards swap, drain and reload)"
+                );
+                self.error(t.span(), message);
+                None
+            }
+            (Some(t), None) => Some(AdminToken::Inline(t.get_ref().trim().to_owned())),
+            (None, Some(f)) if f.get_ref().trim().is_empty() => {
+                self.error(f.span(), "admin_token_file must name a file".to_owned());
+                None
+            }
+            (None, Some(f)) => Some(AdminToken::File(f.get_ref().into())),
+            (None, None) => None,
+        };
+        let healthz_path = match &raw.healthz_path {
+            None => DEFAULT_HEALTHZ_PATH.to_owned(),
+            Some(p) => {
+                let path = p.get_ref();
+                let reserved = ["/livez", "/status", "/metrics", "/swap", "/reload"];
+                if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.len() < 2 {
+                    let message = format!("healthz_path {path:?} must be a path like \"/healthz\"");
+                    self.error(p.span(), message);
+                } else if reserved.contains(&path.as_str()) || path.starts_with("/pools/") {
+                    let message = format!("healthz_path {path:?} is already an admin endpoint");
+                    self.error(p.span(), message);
+                }
+                path.clone()
+            }
+        };
         NodeConfig {
             name,
             threads,
             drain_timeout,
+            admin,
+            admin_token,
+            healthz_path,
         }
     }
 

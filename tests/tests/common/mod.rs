@@ -418,6 +418,7 @@ pub fn simple_config(listen: SocketAddr, backends: &str, service_extra: &str) ->
 name = "test"
 threads = 1
 drain_timeout = "5s"
+admin = ""
 
 [[service]]
 name = "svc"
@@ -519,4 +520,39 @@ pub fn wait_for_routing(listen: SocketAddr, allowed: &[&str], count: usize) {
         }
         streak >= count
     });
+}
+
+/// The token the admin tests configure.
+pub const ADMIN_TOKEN: &str = "test-token-0123456789";
+
+/// One raw HTTP/1.1 exchange (`Connection: close` is added): (status, body). `None` if the
+/// connection failed or the reply was not HTTP.
+pub fn http_raw(addr: SocketAddr, head: &str, body: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, PATIENCE).ok()?;
+    s.set_read_timeout(Some(PATIENCE)).ok()?;
+    let mut request = head.trim_end_matches("\r\n").to_owned();
+    request.push_str("\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).ok()?;
+    // The server may answer (and close) before reading a refused body: ignore write errors.
+    let _ = s.write_all(body);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// `METHOD path` against the admin API, with the test token if `auth`.
+pub fn admin(addr: SocketAddr, method: &str, path: &str, auth: bool) -> (u16, String) {
+    let token = if auth {
+        format!("\r\nAuthorization: Bearer {ADMIN_TOKEN}")
+    } else {
+        String::new()
+    };
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: admin{token}");
+    http_raw(addr, &head, b"").expect("the admin API answers")
 }

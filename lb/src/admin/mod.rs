@@ -1,0 +1,389 @@
+//! The admin HTTP API: what operators, scripts and a cloud load balancer in front ask a node.
+//!
+//! Reads (`/healthz`, `/livez`, `/status`, `/metrics`) are answered from state the node already
+//! holds. Mutations (`/swap`, drain/enable, `/reload`) need the bearer token and are carried out
+//! by the daemon's main loop, which owns the running state, through [`AdminCommand`]s. Every
+//! request gets an answer with a status code that says what went wrong: malformed or oversized
+//! input is a 4xx, never a panic and never a 500.
+//!
+//! Helpers return a refusal as `Err(Reply)`: a whole response is larger than clippy likes in an
+//! `Err`, but boxing it would buy nothing on a path that serves a few requests a second.
+#![allow(clippy::result_large_err)]
+
+mod client;
+pub mod healthz;
+mod report;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use healthcheck::monitor::Monitor;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use vrrp::instance::Status;
+
+pub use client::{AdminClient, ClientError};
+
+use crate::config::Config;
+use crate::health::PoolsHealth;
+use crate::registry::Registry;
+
+/// Largest request body accepted (mutations carry none; this is only a bound).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request head accepted; hyper answers 431 beyond it (its smallest allowed buffer).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// A client that has not sent its request head by then is dropped.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Each VRRP instance's status channel, by name (replaced on reload).
+pub type Roles = BTreeMap<String, watch::Receiver<Status>>;
+
+/// What the main loop does for the API.
+#[derive(Debug)]
+pub enum AdminCommand {
+    /// Re-read the config file; the reply says what changed or why it was refused.
+    Reload(oneshot::Sender<Result<String, String>>),
+    /// Hand the master role of every instance to the peer.
+    Swap(oneshot::Sender<String>),
+    /// Drain (or enable again) one backend of one pool.
+    SetDrained {
+        pool: String,
+        addr: SocketAddr,
+        drained: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Reload outcomes since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Everything the API reads, shared with the daemon.
+pub struct AdminContext {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub registry: Arc<Registry>,
+    pub monitor: Monitor,
+    pub pools: watch::Receiver<PoolsHealth>,
+    pub roles: watch::Receiver<Roles>,
+    /// The bearer token for mutations; `None`: mutations are refused (403).
+    pub token: watch::Receiver<Option<String>>,
+    pub commands: mpsc::Sender<AdminCommand>,
+    pub reloads: Arc<ReloadCounts>,
+}
+
+/// Serves the API on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, context: Arc<AdminContext>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let context = context.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(handle(&context, req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .max_buf_size(MAX_HEAD)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                // Malformed requests end here with hyper's own 4xx; nothing to add.
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    let mut body = body.into();
+    body.push('\n');
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    reply
+}
+
+fn typed(body: String, content_type: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    reply
+}
+
+async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
+    let (req, body) = req.into_parts();
+    // Bodies mean nothing here, but an oversized one is refused whatever the path.
+    if let Err(reply) = drain_body(body).await {
+        return reply;
+    }
+    let method = req.method.clone();
+    let path = req.uri.path().to_owned();
+    let healthz = context.config.borrow().node.healthz_path.clone();
+    let read = method == Method::GET || method == Method::HEAD;
+    match path.as_str() {
+        p if p == healthz => {
+            if !read {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
+            }
+            let verdict = report::healthz(context);
+            let status = if verdict.healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, verdict.body())
+        }
+        "/livez" if read => text(StatusCode::OK, "ok"),
+        "/status" if read => typed(report::status_json(context), "application/json"),
+        "/metrics" if read => typed(
+            report::metrics(context),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/livez" | "/status" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        "/swap" => mutation(context, &req, AdminCommand::Swap)
+            .await
+            .unwrap_or_else(|r| r),
+        "/reload" => mutation(context, &req, AdminCommand::Reload)
+            .await
+            .unwrap_or_else(|r| r),
+        p if p.starts_with("/pools/") => match parse_backend_path(p) {
+            Some((pool, addr, drained)) => {
+                if method != Method::POST {
+                    return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                }
+                match guard(context, &req) {
+                    Err(reply) => reply,
+                    Ok(()) => {
+                        let (tx, rx) = oneshot::channel();
+                        let command = AdminCommand::SetDrained {
+                            pool,
+                            addr,
+                            drained,
+                            reply: tx,
+                        };
+                        match ask(context, command, rx).await {
+                            Ok(Ok(())) => {
+                                text(StatusCode::OK, if drained { "drained" } else { "enabled" })
+                            }
+                            Ok(Err(why)) => text(StatusCode::NOT_FOUND, why),
+                            Err(reply) => reply,
+                        }
+                    }
+                }
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "expected /pools/POOL/backends/ADDR/drain|enable",
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// A mutation without arguments: checks method and token, sends the command, and turns its
+/// answer into the reply (`Err` holds an early refusal).
+async fn mutation<T: MutationReply>(
+    context: &AdminContext,
+    req: &Parts,
+    command: impl FnOnce(oneshot::Sender<T>) -> AdminCommand,
+) -> Result<Reply, Reply> {
+    if req.method != Method::POST {
+        return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+    }
+    guard(context, req)?;
+    let (tx, rx) = oneshot::channel();
+    let answer = ask(context, command(tx), rx).await?;
+    Ok(answer.into_reply())
+}
+
+/// How a command's answer becomes a reply.
+trait MutationReply {
+    fn into_reply(self) -> Reply;
+}
+
+impl MutationReply for String {
+    fn into_reply(self) -> Reply {
+        text(StatusCode::OK, self)
+    }
+}
+
+impl MutationReply for Result<String, String> {
+    fn into_reply(self) -> Reply {
+        match self {
+            Ok(summary) => text(StatusCode::OK, format!("reloaded: {summary}")),
+            // The request was fine; the file was not. 422: the reason is in the body.
+            Err(why) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("rejected: {why}")),
+        }
+    }
+}
+
+/// The token check shared by every mutation.
+fn guard(context: &AdminContext, req: &Parts) -> Result<(), Reply> {
+    let Some(token) = context.token.borrow().clone() else {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "mutations are disabled: no admin_token is configured",
+        ));
+    };
+    let given = req
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return Err(text(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and drops a request body, up to [`MAX_BODY`] (413 beyond, told by its declared length
+/// before reading anything when it has one).
+async fn drain_body(body: Incoming) -> Result<(), Reply> {
+    use hyper::body::Body;
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+    }
+}
+
+async fn ask<T>(
+    context: &AdminContext,
+    command: AdminCommand,
+    reply: oneshot::Receiver<T>,
+) -> Result<T, Reply> {
+    let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    context
+        .commands
+        .send(command)
+        .await
+        .map_err(|_| unavailable())?;
+    reply.await.map_err(|_| unavailable())
+}
+
+/// `/pools/{pool}/backends/{addr}/{drain|enable}` → (pool, addr, drained).
+fn parse_backend_path(path: &str) -> Option<(String, SocketAddr, bool)> {
+    let rest = path.strip_prefix("/pools/")?;
+    let mut parts = rest.splitn(4, '/');
+    let pool = parts.next()?;
+    if parts.next()? != "backends" {
+        return None;
+    }
+    let addr = percent_decode(parts.next()?)?.parse().ok()?;
+    let drained = match parts.next()? {
+        "drain" => true,
+        "enable" => false,
+        _ => return None,
+    };
+    (!pool.is_empty()).then(|| (pool.to_owned(), addr, drained))
+}
+
+/// `%5B::1%5D:80` → `[::1]:80`: IPv6 brackets and colons may arrive escaped.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Compares without an early exit, so the time taken says nothing of how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_paths_parse_with_plain_and_escaped_addresses() {
+        assert_eq!(
+            parse_backend_path("/pools/web/backends/10.0.0.1:80/drain"),
+            Some(("web".into(), "10.0.0.1:80".parse().unwrap(), true))
+        );
+        assert_eq!(
+            parse_backend_path("/pools/web/backends/%5B::1%5D:80/enable"),
+            Some(("web".into(), "[::1]:80".parse().unwrap(), false))
+        );
+        for bad in [
+            "/pools//backends/10.0.0.1:80/drain",
+            "/pools/web/backend/10.0.0.1:80/drain",
+            "/pools/web/backends/10.0.0.1/drain",
+            "/pools/web/backends/10.0.0.1:80/stop",
+            "/pools/web/backends/10.0.0.1:80/drain/x",
+            "/pools/web/backends/%zz/drain",
+            "/pools/web",
+        ] {
+            assert_eq!(parse_backend_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,342 @@
+//! What the read endpoints say: `/healthz`'s verdict, `/status` as JSON, `/metrics` as
+//! OpenMetrics text. Each reads the shared state once, at the time of the request.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use vrrp::State;
+
+use super::AdminContext;
+use super::healthz::{self, Verdict};
+use crate::health::target_id;
+
+pub(super) fn healthz(context: &AdminContext) -> Verdict {
+    let config = context.config.borrow().clone();
+    let roles = context.roles.borrow().clone();
+    let states: Vec<_> = config
+        .vrrp
+        .iter()
+        .map(|v| {
+            // An instance the daemon has not started (yet) counts as not master.
+            let state = roles
+                .get(&v.name)
+                .map_or(State::Initialize, |r| r.borrow().state);
+            (state, v.track.as_slice())
+        })
+        .collect();
+    healthz::verdict(&states, &context.pools.borrow())
+}
+
+pub(super) fn status_json(context: &AdminContext) -> String {
+    let config = context.config.borrow().clone();
+    let roles = context.roles.borrow().clone();
+    let now = Instant::now();
+    let vrrp: Vec<Value> = config
+        .vrrp
+        .iter()
+        .map(|v| {
+            let Some(status) = roles.get(&v.name).map(|r| r.borrow().clone()) else {
+                return json!({ "name": v.name, "state": "INIT", "running": false });
+            };
+            json!({
+                "name": v.name,
+                "running": true,
+                "mode": if v.mode == crate::config::VrrpMode::Cloud { "cloud" } else { "vip" },
+                "interface": v.interface,
+                "vrid": v.vrid,
+                "state": status.state.as_str(),
+                "priority": status.priority,
+                "effective_priority": status.effective_priority,
+                "master": status.master.map(|m| m.to_string()),
+                "source": status.source.map(|s| s.to_string()),
+                "seconds_in_state": now.duration_since(status.since).as_secs_f64(),
+                "transitions": status.transitions,
+                "vips": v.vips.iter().map(|x| format!("{}/{}", x.addr, x.prefix)).collect::<Vec<_>>(),
+                "adverts_sent": status.adverts_sent,
+                "adverts_received": status.adverts_received,
+                "adverts_dropped": status.dropped,
+            })
+        })
+        .collect();
+    let services: Vec<Value> = config
+        .services
+        .iter()
+        .map(|s| {
+            let stats = context.registry.service(&s.name);
+            json!({
+                "name": s.name,
+                "listen": s.listen.to_string(),
+                "pool": s.pool,
+                "balance": s.balance.as_str(),
+                "active": stats.active.load(Relaxed),
+                "accepted": stats.accepted.load(Relaxed),
+                "refused": stats.refused.load(Relaxed),
+                "retries": stats.retries.load(Relaxed),
+                "idle_timeouts": stats.idle_timeouts.load(Relaxed),
+                "bytes_in": stats.bytes_in.load(Relaxed),
+                "bytes_out": stats.bytes_out.load(Relaxed),
+            })
+        })
+        .collect();
+    let pools_health = context.pools.borrow().clone();
+    let pools: Vec<Value> = config
+        .pools
+        .iter()
+        .map(|p| {
+            let backends: Vec<Value> = p
+                .backends
+                .iter()
+                .map(|b| {
+                    let state = context.registry.backend(&p.name, b.addr);
+                    let health = b.health.as_ref().and(
+                        context.monitor.status(&target_id(&p.name, b.addr)).map(|h| {
+                            json!({
+                                "checks": h.checks,
+                                "last_error": h.last_error,
+                                "seconds_since_change": h.last_change.map(|t| now.duration_since(t).as_secs_f64()),
+                            })
+                        }),
+                    );
+                    json!({
+                        "addr": b.addr.to_string(),
+                        "role": b.role.as_str(),
+                        "weight": b.weight,
+                        "up": state.up.load(Relaxed),
+                        "drained": state.drained.load(Relaxed),
+                        "active": state.active.load(Relaxed),
+                        "total": state.total.load(Relaxed),
+                        "connect_failures": state.connect_failures.load(Relaxed),
+                        "bytes_in": state.bytes_in.load(Relaxed),
+                        "bytes_out": state.bytes_out.load(Relaxed),
+                        "health": health,
+                    })
+                })
+                .collect();
+            let h = pools_health.get(&p.name).copied().unwrap_or_default();
+            json!({ "name": p.name, "usable": h.usable, "total": h.total, "backends": backends })
+        })
+        .collect();
+    let body = json!({
+        "node": config.node.name,
+        "healthz": healthz(context).body(),
+        "vrrp": vrrp,
+        "services": services,
+        "pools": pools,
+        "health_transitions": context.monitor.transitions_total(),
+        "reloads": {
+            "ok": context.reloads.ok.load(Relaxed),
+            "failed": context.reloads.failed.load(Relaxed),
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".to_owned());
+    text.push('\n');
+    text
+}
+
+type Labels = Vec<(String, String)>;
+
+/// A counter family registered under `name` (prometheus-client appends `_total`).
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn metrics(context: &AdminContext) -> String {
+    let config = context.config.borrow().clone();
+    let roles = context.roles.borrow().clone();
+    let mut r = Registry::with_prefix("tandem");
+
+    let connections = counters(&mut r, "service_connections", "Client connections accepted");
+    let active = gauges(
+        &mut r,
+        "service_active_connections",
+        "Client connections open now",
+    );
+    let bytes = counters(&mut r, "service_bytes", "Bytes relayed (in: from clients)");
+    let refused = counters(
+        &mut r,
+        "service_refused",
+        "Clients refused: no usable backend",
+    );
+    let retries = counters(
+        &mut r,
+        "service_retries",
+        "Connects retried on another backend",
+    );
+    for s in &config.services {
+        let st = context.registry.service(&s.name);
+        let l = labels(&[("service", &s.name)]);
+        connections
+            .get_or_create(&l)
+            .inc_by(st.accepted.load(Relaxed));
+        active
+            .get_or_create(&l)
+            .set(gauge_value(st.active.load(Relaxed)));
+        refused.get_or_create(&l).inc_by(st.refused.load(Relaxed));
+        retries.get_or_create(&l).inc_by(st.retries.load(Relaxed));
+        for (direction, v) in [("in", &st.bytes_in), ("out", &st.bytes_out)] {
+            let l = labels(&[("service", &s.name), ("direction", direction)]);
+            bytes.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+    }
+
+    let b_conn = counters(
+        &mut r,
+        "backend_connections",
+        "Connections established to the backend",
+    );
+    let b_active = gauges(
+        &mut r,
+        "backend_active_connections",
+        "Connections open to the backend",
+    );
+    let b_fail = counters(
+        &mut r,
+        "backend_connect_failures",
+        "Connects to the backend that failed",
+    );
+    let b_up = gauges(
+        &mut r,
+        "backend_up",
+        "1 when health checks find the backend up",
+    );
+    let b_drained = gauges(
+        &mut r,
+        "backend_drained",
+        "1 when an operator drained the backend",
+    );
+    let b_bytes = counters(
+        &mut r,
+        "backend_bytes",
+        "Bytes relayed (in: to the backend)",
+    );
+    let b_checks = counters(
+        &mut r,
+        "backend_checks",
+        "Health probes run against the backend",
+    );
+    let b_latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    r.register_with_unit(
+        "backend_check_duration",
+        "How long the last health probe took",
+        prometheus_client::registry::Unit::Seconds,
+        b_latency.clone(),
+    );
+    for p in &config.pools {
+        for b in &p.backends {
+            let st = context.registry.backend(&p.name, b.addr);
+            let addr = b.addr.to_string();
+            let l = labels(&[("pool", &p.name), ("backend", &addr)]);
+            b_conn.get_or_create(&l).inc_by(st.total.load(Relaxed));
+            b_active
+                .get_or_create(&l)
+                .set(gauge_value(st.active.load(Relaxed)));
+            b_fail
+                .get_or_create(&l)
+                .inc_by(st.connect_failures.load(Relaxed));
+            b_up.get_or_create(&l).set(i64::from(st.up.load(Relaxed)));
+            b_drained
+                .get_or_create(&l)
+                .set(i64::from(st.drained.load(Relaxed)));
+            if let Some(h) = context.monitor.status(&target_id(&p.name, b.addr)) {
+                b_checks.get_or_create(&l).inc_by(h.checks);
+                if let Some(took) = h.last_duration {
+                    b_latency.get_or_create(&l).set(took.as_secs_f64());
+                }
+            }
+            for (direction, v) in [("in", &st.bytes_in), ("out", &st.bytes_out)] {
+                let l = labels(&[
+                    ("pool", &p.name),
+                    ("backend", &addr),
+                    ("direction", direction),
+                ]);
+                b_bytes.get_or_create(&l).inc_by(v.load(Relaxed));
+            }
+        }
+    }
+    let transitions = counters(&mut r, "health_transitions", "Backend up/down transitions");
+    transitions
+        .get_or_create(&Labels::new())
+        .inc_by(context.monitor.transitions_total());
+
+    let v_state = gauges(
+        &mut r,
+        "vrrp_state",
+        "1 for the state each VRRP instance is in",
+    );
+    let v_prio = gauges(&mut r, "vrrp_effective_priority", "Priority after tracking");
+    let v_trans = counters(&mut r, "vrrp_transitions", "VRRP state changes");
+    let v_sent = counters(&mut r, "vrrp_adverts_sent", "VRRP advertisements sent");
+    let v_recv = counters(
+        &mut r,
+        "vrrp_adverts_received",
+        "VRRP advertisements accepted",
+    );
+    let v_drop = counters(
+        &mut r,
+        "vrrp_adverts_dropped",
+        "VRRP packets dropped, by reason",
+    );
+    for (name, status) in &roles {
+        let s = status.borrow().clone();
+        for state in [
+            State::Initialize,
+            State::Backup,
+            State::Master,
+            State::Fault,
+        ] {
+            let l = labels(&[("instance", name), ("state", state.as_str())]);
+            v_state.get_or_create(&l).set(i64::from(s.state == state));
+        }
+        let l = labels(&[("instance", name)]);
+        v_prio
+            .get_or_create(&l)
+            .set(i64::from(s.effective_priority));
+        v_trans.get_or_create(&l).inc_by(s.transitions);
+        v_sent.get_or_create(&l).inc_by(s.adverts_sent);
+        v_recv.get_or_create(&l).inc_by(s.adverts_received);
+        for (reason, n) in &s.dropped {
+            let l = labels(&[("instance", name), ("reason", reason)]);
+            v_drop.get_or_create(&l).inc_by(*n);
+        }
+    }
+    let reloads = counters(&mut r, "reloads", "Configuration reloads, by result");
+    for (result, v) in [
+        ("ok", &context.reloads.ok),
+        ("failed", &context.reloads.failed),
+    ] {
+        reloads
+            .get_or_create(&labels(&[("result", result)]))
+            .inc_by(v.load(Relaxed));
+    }
+
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &r).is_err() {
+        return "# EOF\n".to_owned();
+    }
+    text
+}

@@ -1,0 +1,128 @@
+//! The admin API of VRRP nodes, in network namespaces the test builds: `/healthz` follows the
+//! role (the cloud-mode contract with a target group), and `swap` moves the master role — and
+//! with it the VIP and the traffic — to the peer.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::netns::{has_addr, in_netns};
+use common::rack::Rack;
+use common::*;
+
+/// `/healthz` (or another request) of the node in `ns`, on its own loopback.
+fn ask(ns: &str, method: &'static str, path: &'static str) -> Option<(u16, String)> {
+    in_netns(ns, move || {
+        let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}"
+        );
+        http_raw(addr, &head, b"")
+    })
+}
+
+fn healthz(ns: &str) -> Option<(u16, String)> {
+    ask(ns, "GET", "/healthz")
+}
+
+const TOKEN_LINE: &str = "admin_token = \"test-token-0123456789\"";
+
+#[test]
+fn cloud_mode_healthz_follows_the_role_and_swap_hands_it_over() {
+    let Some(rack) = Rack::new("cloud mode healthz") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    // Each node serves on its own address; only the role moves.
+    let config = |i: usize, priority: u8| {
+        let me = rack.lb_ip(i);
+        format!(
+            r#"[node]
+name = "lb{n}"
+threads = 1
+drain_timeout = "1s"
+{TOKEN_LINE}
+
+[[service]]
+name = "web"
+listen = "{me}:80"
+pool = "web"
+
+[[pool]]
+name = "web"
+backends = [{{ addr = "127.0.0.1:9000" }}]
+
+[[vrrp]]
+name = "front"
+mode = "cloud"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "100ms"
+peers = ["{peer}"]
+"#,
+            n = i + 1,
+            peer = rack.lb_ip(1 - i)
+        )
+    };
+    let lb1 = Node::start_in_netns(&rack.lbs[0], &config(0, 150));
+    let mut lb2 = Node::start_in_netns(&rack.lbs[1], &config(1, 100));
+    let roles = |a: &str, b: &str| {
+        healthz(&rack.lbs[0]).is_some_and(|(_, body)| body.trim() == a)
+            && healthz(&rack.lbs[1]).is_some_and(|(_, body)| body.trim() == b)
+    };
+    let logs = || format!("{}\n----\n{}", lb1.log_text(), lb2.log_text());
+    wait_until(&format!("lb1 primary, lb2 secondary\n{}", logs()), || {
+        roles("primary", "secondary")
+    });
+    assert_eq!(healthz(&rack.lbs[0]).unwrap().0, 200);
+    assert_eq!(healthz(&rack.lbs[1]).unwrap().0, 503);
+    assert!(!has_addr(&rack.lbs[0], rack.vip) && !has_addr(&rack.lbs[1], rack.vip));
+
+    // Swap: lb2 becomes primary, and lb1 does not take the role back by preemption.
+    let (code, body) = ask(&rack.lbs[0], "POST", "/swap").unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_until(&format!("lb2 primary after swap\n{}", logs()), || {
+        roles("secondary", "primary")
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(roles("secondary", "primary"), "{}", logs());
+
+    // lb2 stops: lb1 is primary again.
+    lb2.signal(rustix::process::Signal::TERM);
+    lb2.wait_exit();
+    wait_until(&format!("lb1 primary again\n{}", lb1.log_text()), || {
+        healthz(&rack.lbs[0]).is_some_and(|(code, _)| code == 200)
+    });
+}
+
+#[test]
+fn swap_moves_the_vip_and_the_traffic_to_the_peer() {
+    let Some(rack) = Rack::new("vip swap") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let with_token = |c: String| {
+        c.replace(
+            "drain_timeout = \"1s\"",
+            &format!("drain_timeout = \"1s\"\n{TOKEN_LINE}"),
+        )
+    };
+    let lb1 = Node::start_in_netns(&rack.lbs[0], &with_token(rack.config("lb1", 150, "")));
+    let lb2 = Node::start_in_netns(&rack.lbs[1], &with_token(rack.config("lb2", 100, "")));
+    rack.wait_master(0, &[&lb1, &lb2]);
+    let (code, body) = ask(&rack.lbs[0], "POST", "/swap").unwrap();
+    assert_eq!(code, 200, "{body}");
+    rack.wait_master(1, &[&lb1, &lb2]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        rack.served_by().as_deref(),
+        Some("lb2"),
+        "{}",
+        lb1.log_text()
+    );
+    assert!(!has_addr(&rack.lbs[0], rack.vip));
+}
