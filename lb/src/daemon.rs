@@ -448,7 +448,9 @@ impl Node {
     }
 }
 
-/// The admin listener, if one is configured.
+/// The admin listener, if one is configured. It runs on a thread and runtime of its own, so a
+/// health check is never queued behind the data plane's tasks: a busy node still answers its
+/// load balancer in front at once.
 struct AdminServer {
     addr: Option<SocketAddr>,
     stop: CancellationToken,
@@ -461,10 +463,25 @@ impl AdminServer {
     ) -> Result<Self, DaemonError> {
         let stop = CancellationToken::new();
         if let Some(addr) = addr {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| DaemonError::AdminBind { addr, source })?;
-            tokio::spawn(admin::serve(listener, context, stop.clone()));
+            let bind_error = |source| DaemonError::AdminBind { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(bind_error)?;
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("tandem-admin".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => admin::serve(listener, context, stop).await,
+                            Err(e) => tracing::error!(error = %e, "admin API not started"),
+                        }
+                    });
+                })
+                .map_err(bind_error)?;
         }
         Ok(Self { addr, stop })
     }

@@ -114,9 +114,28 @@ fn swap_moves_the_vip_and_the_traffic_to_the_peer() {
     let lb1 = Node::start_in_netns(&rack.lbs[0], &with_token(rack.config("lb1", 150, "")));
     let lb2 = Node::start_in_netns(&rack.lbs[1], &with_token(rack.config("lb2", 100, "")));
     rack.wait_master(0, &[&lb1, &lb2]);
-    let (code, body) = ask(&rack.lbs[0], "POST", "/swap").unwrap();
-    assert_eq!(code, 200, "{body}");
+    let code = |i: usize| healthz(&rack.lbs[i]).map(|(c, _)| c);
+    wait_until("healthz 200 on the master, 503 on the backup", || {
+        code(0) == Some(200) && code(1) == Some(503)
+    });
+
+    // `tandem swap`, run on the master's host with its config (address and token from there).
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &rack.lbs[0], tandem_bin(), "swap", "-c"])
+        .arg(lb1.dir.join("tandem.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("handing 1 instance(s) over"), "{said}");
     rack.wait_master(1, &[&lb1, &lb2]);
+    wait_until("healthz follows the swap", || {
+        code(0) == Some(503) && code(1) == Some(200)
+    });
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
         rack.served_by().as_deref(),
