@@ -23,6 +23,7 @@ use crate::failover::{Failover, FailoverError};
 use crate::health::{self, PoolsHealth};
 use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
+use crate::sd_notify;
 use crate::snapshot::{self, ServiceRuntime};
 
 /// Why a start or reload was refused.
@@ -161,12 +162,6 @@ impl Daemon {
     /// Client connections open right now, across all services.
     pub fn open_connections(&self) -> usize {
         self.sessions.len()
-    }
-
-    /// Re-reads the config file and applies it; on any error the running config stays.
-    pub fn reload(&mut self) -> Result<ReloadSummary, DaemonError> {
-        let config = config::load(&self.config_path)?;
-        self.apply(config)
     }
 
     /// Makes `config` the running configuration, or changes nothing and says why.
@@ -317,6 +312,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     tracing::info!(config = %config_path.display(), threads = node.daemon.config().node.threads,
         admin = ?node.daemon.config().node.admin,
         "{}; listening on {}", node.daemon.config().summary(), listen_list(node.daemon.config()));
+    sd_notify::notify("READY=1");
 
     let signal_name = loop {
         tokio::select! {
@@ -328,6 +324,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             _ = int.recv() => break "SIGINT",
         }
     };
+    sd_notify::notify("STOPPING=1");
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
     node.failover.shutdown().await;
     let _ = node.roles.send(node.failover.roles());
@@ -360,7 +357,9 @@ struct Node {
 impl Node {
     /// Re-reads the config file and applies all of it, or none of the data plane.
     async fn reload(&mut self) -> Result<String, String> {
+        sd_notify::notify("RELOADING=1");
         let result = self.try_reload().await;
+        sd_notify::notify("READY=1");
         match &result {
             Ok(summary) => {
                 self.reloads

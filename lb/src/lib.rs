@@ -16,5 +16,6 @@ pub mod logging;
 pub mod pool;
 pub mod proxy;
 pub mod registry;
+pub mod sd_notify;
 pub mod snapshot;
 pub mod stats;

@@ -50,3 +50,32 @@ fn drain_gives_up_at_the_deadline_and_still_exits_zero() {
         "{end:?}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let dir = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_read_timeout(Some(PATIENCE)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let config = simple_config(listen, &backend_list(&[&a]), "");
+    let mut node = Node::start_with_env(&config, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
+    assert_eq!(next(), "READY=1");
+    // Ready means serving: the listener is bound before the notification.
+    assert_eq!(which_backend(listen).unwrap(), "a");
+    node.reload(&config);
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    node.signal(rustix::process::Signal::TERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(node.wait_exit().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

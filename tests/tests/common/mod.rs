@@ -273,6 +273,20 @@ impl Node {
         Self::spawn(command, dir, path, log)
     }
 
+    /// Like [`Node::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let dir = temp_dir();
+        let path = dir.join("tandem.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("tandem.log");
+        let mut command = Command::new(tandem_bin());
+        command.args(["run", "-c"]).arg(&path);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self::spawn(command, dir, path, log)
+    }
+
     /// Starts `tandem` with these arguments (e.g. `demo`), logging to a file.
     pub fn start_args(args: &[&str]) -> Self {
         let dir = temp_dir();
