@@ -116,9 +116,12 @@ struct AdminArgs {
 impl AdminArgs {
     /// The client, from the flags or else from the config file.
     fn client(&self) -> Result<AdminClient, String> {
-        let config = match (&self.admin, &self.token) {
-            (Some(_), Some(_)) => None,
-            _ => Some(config::load(&self.config).map_err(|e| {
+        // The config is needed for the address, and for the token when none is given and the
+        // file is there; `--admin` alone (reads need no token) works without it.
+        let need_config = self.admin.is_none() || (self.token.is_none() && self.config.exists());
+        let config = match need_config {
+            false => None,
+            true => Some(config::load(&self.config).map_err(|e| {
                 format!(
                     "{e}\n(reading {}; or pass --admin and --token)",
                     self.config.display()

@@ -284,8 +284,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
 
     let token = resolve_token(&config).map_err(DaemonError::AdminToken)?;
     let daemon = Daemon::start(config, config_path)?;
-    let failover = Failover::start(&daemon.config().vrrp, daemon.pools_health()).await?;
-    let (roles, roles_rx) = watch::channel(failover.roles());
+    // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
+    // cannot start never holds a VIP it would not give back.
+    let (roles, roles_rx) = watch::channel(Roles::new());
     let (token, token_rx) = watch::channel(token);
     let (commands_tx, mut commands) = mpsc::channel(16);
     let reloads = Arc::new(ReloadCounts::default());
@@ -300,6 +301,14 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         reloads: reloads.clone(),
     });
     let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;
+    let failover = match Failover::start(&daemon.config().vrrp, daemon.pools_health()).await {
+        Ok(f) => f,
+        Err(e) => {
+            admin.stop();
+            return Err(e.into());
+        }
+    };
+    let _ = roles.send(failover.roles());
     let mut node = Node {
         daemon,
         failover,
