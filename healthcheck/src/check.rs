@@ -543,6 +543,8 @@ fn ping(addr: std::net::Ipv4Addr, timeout: Duration) -> Result<(), CheckError> {
         if left.is_zero() {
             return Err(CheckError::Timeout(timeout));
         }
+        // A timeout under a microsecond would round to zero, which means "wait forever".
+        let left = left.max(Duration::from_millis(1));
         socket
             .set_read_timeout(Some(left))
             .map_err(CheckError::Io)?;

@@ -299,6 +299,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;
     let failover = match Failover::start(&daemon.config().vrrp, daemon.pools_health()).await {
@@ -334,6 +335,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         }
     };
     sd_notify::notify("STOPPING=1");
+    node.context
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
     node.failover.shutdown().await;
     let _ = node.roles.send(node.failover.roles());

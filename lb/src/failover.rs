@@ -211,9 +211,18 @@ impl Failover {
                 .iter()
                 .filter(|c| c.sync_group.as_ref() == Some(group))
                 .flat_map(|c| c.track.iter().cloned())
-                .collect(),
+                .fold(Vec::new(), |mut all, t| {
+                    // A pool tracked by several members counts once.
+                    if !all.contains(&t) {
+                        all.push(t);
+                    }
+                    all
+                }),
         };
-        if !track.is_empty() {
+        if track.is_empty() {
+            // A reload may have removed the last track: lift any penalty still in force.
+            instance.command(Command::PriorityDelta(0));
+        } else {
             helpers.push(tokio::spawn(track_pools(
                 track,
                 self.pools.clone(),
@@ -275,7 +284,9 @@ fn gateway_target(config: &VrrpConfig) -> Option<Target> {
             rise: g.rise,
             fall: g.fall,
         },
-        start_up: true,
+        // Down until proven reachable: a node that boots cut off must not claim the VIP in
+        // the seconds before its first failed pings add up to `fall`.
+        start_up: false,
     })
 }
 

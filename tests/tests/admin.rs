@@ -339,3 +339,16 @@ fn metrics_carry_health_check_counts_and_latency() {
     assert!(took > 0.0, "the last probe's duration is measured: {took}");
     assert_eq!(samples[&format!("tandem_backend_up{labels}")], 1.0);
 }
+
+#[test]
+fn a_draining_node_says_stopping_on_healthz() {
+    let s = setup();
+    // An open connection keeps the node draining for its drain_timeout (5 s).
+    let mut open = Client::connect(s.listen).unwrap();
+    open.backend_name().unwrap();
+    s.node.signal(rustix::process::Signal::TERM);
+    wait_until("healthz says stopping", || {
+        admin(s.admin, "GET", "/healthz", false) == (503, "stopping\n".into())
+    });
+    drop(open);
+}

@@ -27,7 +27,7 @@ const LINK_POLL: Duration = Duration::from_millis(200);
 /// Drops of the same reason logged at most this often (the counter still counts each).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Largest IPv4 datagram we expect: header with options plus 255 addresses.
-const RECV_BUF: usize = 2048;
+const RECV_BUF: usize = 8192;
 
 /// Everything one instance needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +122,9 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// A running instance. Dropping it does not stop it: call [`Instance::shutdown`], which sends
-/// the priority-0 advert and removes the VIPs (RFC 5798 §6.4.3 (605)).
+/// A running instance. Stop it with [`Instance::shutdown`], which sends the priority-0 advert,
+/// removes the VIPs (RFC 5798 §6.4.3 (605)) and waits for that to be done; dropping the handle
+/// starts the same resignation without waiting for it.
 pub struct Instance {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
@@ -147,6 +148,17 @@ impl Instance {
             .or(config.source.map(|s| s.is_ipv6()))
             .or(config.peers.first().map(IpAddr::is_ipv6))
             .unwrap_or(false);
+        // A VIP still on the link from an earlier run would answer beside the real master, and could
+        // even be taken for the advert source below: remove leftovers first.
+        if config.manage_vips {
+            for (ip, _) in &config.vips {
+                addresses
+                    .remove(link.index, *ip)
+                    .await
+                    .map_err(io_err("removing a leftover VIP"))?;
+            }
+        }
+
         let source = match config.source {
             Some(s) => s,
             None => addresses
@@ -180,16 +192,6 @@ impl Instance {
         } else {
             None
         };
-        // A VIP still on the link from an earlier run would answer beside the real master.
-        if config.manage_vips {
-            for (ip, _) in &config.vips {
-                addresses
-                    .remove(link.index, *ip)
-                    .await
-                    .map_err(io_err("removing a leftover VIP"))?;
-            }
-        }
-
         let now = Instant::now();
         let status = Status {
             state: State::Initialize,
@@ -223,6 +225,9 @@ impl Instance {
             last_drop_log: BTreeMap::new(),
             link_fault: false,
             external_fault: false,
+            vip_fault: false,
+            vip_fault_pending: false,
+            vips_stuck: false,
         };
         let task = tokio::spawn(driver.run(commands_rx, stop_rx));
         Ok(Self {
@@ -318,6 +323,13 @@ struct Driver {
     last_drop_log: BTreeMap<&'static str, Instant>,
     link_fault: bool,
     external_fault: bool,
+    /// A VIP could not be added (we must not claim to be master without it) or removed (we
+    /// must not hold it as backup): FAULT until a retry succeeds.
+    vip_fault: bool,
+    /// The machine must hear `Fault(true)` once the current actions are done.
+    vip_fault_pending: bool,
+    /// VIPs that could not be removed, retried on every link poll.
+    vips_stuck: bool,
 }
 
 impl Driver {
@@ -361,7 +373,7 @@ impl Driver {
                         Command::PriorityDelta(delta) => Input::SetPriorityDelta(delta),
                         Command::ExternalFault(down) => {
                             self.external_fault = down;
-                            Input::Fault(self.link_fault || self.external_fault)
+                            Input::Fault(self.faulty())
                         }
                         Command::Relinquish => Input::Relinquish,
                     };
@@ -373,7 +385,16 @@ impl Driver {
                         self.link_fault = fault;
                         self.status.send_modify(|s| s.link_fault = fault);
                         tracing::warn!(instance = %self.config.name, up = !fault, "tracked link changed");
-                        self.feed(Input::Fault(self.link_fault || self.external_fault)).await;
+                        self.feed(Input::Fault(self.faulty())).await;
+                    }
+                    if self.vips_stuck {
+                        self.remove_vips().await;
+                    }
+                    // After a VIP failure, try again: leaving FAULT may make us master, which
+                    // adds the VIPs anew (and faults again if that still fails).
+                    if self.vip_fault && !self.vips_stuck {
+                        self.vip_fault = false;
+                        self.feed(Input::Fault(self.faulty())).await;
                     }
                 }
                 _ = tick(&mut refresh) => {
@@ -421,6 +442,12 @@ impl Driver {
         if src == self.source {
             return None; // our own, looped back
         }
+        // With unicast peers, only they may take part: anyone else who can reach us would
+        // otherwise win the election with a priority-255 advert.
+        if !self.multicast && !self.config.peers.contains(&src) {
+            self.drop_packet("peer", &format!("advert from {src}, which is not a peer"));
+            return None;
+        }
         if advert.vrid != self.config.vrid {
             return None; // another virtual router of this link: not ours to count
         }
@@ -451,7 +478,18 @@ impl Driver {
         }
     }
 
+    fn faulty(&self) -> bool {
+        self.link_fault || self.external_fault || self.vip_fault
+    }
+
     async fn feed(&mut self, input: Input) {
+        self.feed_one(input).await;
+        if std::mem::take(&mut self.vip_fault_pending) {
+            self.feed_one(Input::Fault(true)).await;
+        }
+    }
+
+    async fn feed_one(&mut self, input: Input) {
         let actions = self.machine.handle(Instant::now(), input);
         for action in actions {
             match action {
@@ -522,7 +560,11 @@ impl Driver {
         }
         for (ip, prefix) in &self.config.vips {
             if let Err(e) = self.addresses.add(self.link.index, *ip, *prefix).await {
-                tracing::error!(instance = %self.config.name, vip = %ip, error = %e, "adding a VIP failed");
+                tracing::error!(instance = %self.config.name, vip = %ip, error = %e,
+                    "adding a VIP failed: going to FAULT rather than claiming an address we lack");
+                self.vip_fault = true;
+                self.vip_fault_pending = true;
+                return;
             }
         }
         self.start_announcing();
@@ -535,11 +577,19 @@ impl Driver {
         if !self.config.manage_vips {
             return;
         }
+        let mut stuck = false;
         for (ip, _) in &self.config.vips {
             if let Err(e) = self.addresses.remove(self.link.index, *ip).await {
-                tracing::error!(instance = %self.config.name, vip = %ip, error = %e, "removing a VIP failed");
+                tracing::error!(instance = %self.config.name, vip = %ip, error = %e,
+                    "removing a VIP failed: FAULT (no adverts) until it is gone");
+                stuck = true;
             }
         }
+        if stuck && !self.vips_stuck {
+            self.vip_fault = true;
+            self.vip_fault_pending = true;
+        }
+        self.vips_stuck = stuck;
     }
 
     /// Gratuitous ARP for every VIP, `garp_repeat` times, `garp_interval` apart, in the

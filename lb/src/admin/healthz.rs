@@ -18,6 +18,8 @@ pub enum Verdict {
     Secondary,
     /// 503: an instance is in FAULT, or this master cannot reach enough backends.
     Fault,
+    /// 503: the node is shutting down (draining).
+    Stopping,
 }
 
 impl Verdict {
@@ -26,6 +28,7 @@ impl Verdict {
             Verdict::Primary => "primary",
             Verdict::Secondary => "secondary",
             Verdict::Fault => "fault",
+            Verdict::Stopping => "stopping",
         }
     }
 

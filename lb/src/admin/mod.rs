@@ -43,8 +43,11 @@ use crate::registry::Registry;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest request head accepted; hyper answers 431 beyond it (its smallest allowed buffer).
 pub const MAX_HEAD: usize = 8 * 1024;
-/// A client that has not sent its request head by then is dropped.
+/// A client that has not sent its request head (or body) by then is dropped.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections served at once; more wait in the listen backlog. Monitoring, a cloud
+/// health checker and an operator need a handful; this bounds what a flood can take.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Each VRRP instance's status channel, by name (replaced on reload).
 pub type Roles = BTreeMap<String, watch::Receiver<Status>>;
@@ -83,11 +86,22 @@ pub struct AdminContext {
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
     pub reloads: Arc<ReloadCounts>,
+    /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
+    /// VRRP, so a load balancer in front stops sending new clients.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, context: Arc<AdminContext>, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -103,6 +117,7 @@ pub async fn serve(listener: TcpListener, context: Arc<AdminContext>, stop: Canc
         let context = context.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let context = context.clone();
                 async move { Ok::<_, Infallible>(handle(&context, req).await) }
@@ -286,12 +301,14 @@ async fn drain_body(body: Incoming) -> Result<(), Reply> {
             "request body too large",
         ));
     }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(text(
+    // A body trickled in slowly must not hold the connection for ever.
+    match tokio::time::timeout(HEAD_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large",
         )),
+        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     }
 }
 

@@ -17,6 +17,9 @@ use super::healthz::{self, Verdict};
 use crate::health::target_id;
 
 pub(super) fn healthz(context: &AdminContext) -> Verdict {
+    if context.stopping.load(Relaxed) {
+        return Verdict::Stopping;
+    }
     let config = context.config.borrow().clone();
     let roles = context.roles.borrow().clone();
     let states: Vec<_> = config

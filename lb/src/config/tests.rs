@@ -1439,3 +1439,39 @@ fn an_admin_token_file_is_read_without_its_trailing_newline() {
         "{missing}"
     );
 }
+
+#[test]
+fn ipv6_peers_must_be_link_local_and_limits_hold() {
+    let v6 = "vips = [\"fd00::100/64\"]";
+    assert_error(
+        &with_vrrp(&format!("{VRRP_BASE}\n{v6}\npeers = [\"fd00::2\"]")),
+        13,
+        10,
+        "link-local",
+    );
+    assert!(
+        parse(
+            &with_vrrp(&format!("{VRRP_BASE}\n{v6}\npeers = [\"fe80::2\"]")),
+            "t"
+        )
+        .is_ok()
+    );
+    let v4 = "vips = [\"10.0.0.100/24\"]";
+    assert_error(
+        &with_vrrp(&format!("{VRRP_BASE}\n{v4}\npreempt_delay = \"1001s\"")),
+        13,
+        17,
+        "at most 1000s",
+    );
+    let many: Vec<String> = (0..256)
+        .map(|i| format!("\"10.0.{}.{}\"", i / 200, i % 200 + 1))
+        .collect();
+    let errors = errors(&with_vrrp(&format!(
+        "{VRRP_BASE}\nvips = [{}]",
+        many.join(", ")
+    )));
+    assert!(
+        errors.iter().any(|e| e.message.contains("at most 255")),
+        "{errors:?}"
+    );
+}

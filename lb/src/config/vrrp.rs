@@ -57,7 +57,8 @@ pub struct VrrpConfig {
     /// While master, re-announce every this long; `None` (default): never.
     pub garp_refresh: Option<Duration>,
     pub notify: Notify,
-    /// Instances sharing a sync group change role together.
+    /// Instances sharing a sync group share their tracking and their faults (a FAULT of one
+    /// puts the others in FAULT), so they fail over together when backends or links fail.
     pub sync_group: Option<String>,
     /// A host (usually the default gateway) this node must reach to take part: while its
     /// pings fail, the instance is in FAULT, so a node cut off from the network never claims
@@ -191,8 +192,14 @@ impl Validator<'_> {
             let Some(config) = self.vrrp(r, spanned.span(), pools) else {
                 continue;
             };
-            let v6 = config.vips.first().is_some_and(|v| v.addr.is_ipv6())
-                || config.source.is_some_and(|s| s.is_ipv6());
+            // The family as the instance will pick it: VIPs, then source, then peers.
+            let v6 = config
+                .vips
+                .first()
+                .map(|v| v.addr.is_ipv6())
+                .or(config.source.map(|s| s.is_ipv6()))
+                .or(config.peers.first().map(IpAddr::is_ipv6))
+                .unwrap_or(false);
             let key = (config.interface.clone(), config.vrid, v6);
             if let Some(other) = groups.get(&key) {
                 let message = format!(
@@ -254,6 +261,26 @@ impl Validator<'_> {
             _ => {}
         }
         let peers: Vec<IpAddr> = r.peers.iter().filter_map(|p| self.ip("peer", p)).collect();
+        // RFC 5798 §5.1.2.1: over IPv6 adverts come from link-local addresses, so a peer is
+        // known, and its adverts checked, by its link-local address.
+        for (raw, peer) in r.peers.iter().zip(&peers) {
+            if let IpAddr::V6(v6) = peer
+                && v6.segments()[0] & 0xffc0 != 0xfe80
+            {
+                let message = format!(
+                    "IPv6 peer {peer} must be the peer's link-local address (fe80::/10): VRRPv3 \
+                     over IPv6 speaks from link-local addresses"
+                );
+                self.error(raw.span(), message);
+            }
+        }
+        if r.vips.len() > 255 {
+            let message = format!(
+                "{} vips: an advert carries at most 255 (RFC 5798 §5.2.5)",
+                r.vips.len()
+            );
+            self.error(r.vips[255].span(), message);
+        }
         let source = r.source.as_ref().and_then(|s| self.ip("source", s));
 
         // One family per instance (RFC 5798 §5.2.9: one address family per advert).
@@ -331,7 +358,7 @@ impl Validator<'_> {
             peers,
             source,
             preempt: r.preempt.as_ref().is_none_or(|p| *p.get_ref()),
-            preempt_delay: self.duration("preempt_delay", &r.preempt_delay, Duration::ZERO, false),
+            preempt_delay: self.preempt_delay(r),
             track,
             track_interfaces,
             garp_repeat,
@@ -363,6 +390,18 @@ impl Validator<'_> {
             rise: self.int("rise", &g.rise, 1..=100, 2),
             fall: self.int("fall", &g.fall, 1..=100, 3),
         })
+    }
+
+    fn preempt_delay(&mut self, r: &RawVrrp) -> Duration {
+        let delay = self.duration("preempt_delay", &r.preempt_delay, Duration::ZERO, false);
+        match &r.preempt_delay {
+            Some(raw) if delay > vrrp::MAX_PREEMPT_DELAY => {
+                let message = "preempt_delay is at most 1000s".to_owned();
+                self.error(raw.span(), message);
+                Duration::ZERO
+            }
+            _ => delay,
+        }
     }
 
     fn advert_interval(&mut self, r: &RawVrrp, version: u8) -> Duration {

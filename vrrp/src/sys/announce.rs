@@ -83,6 +83,9 @@ impl Announcer {
             s.set_multicast_hops_v6(255)?;
             s.set_multicast_if_v6(link.index)?;
             s.set_nonblocking(true)?;
+            // Never read, yet it receives every ICMPv6 packet of the link: keep its queue as
+            // small as the kernel allows.
+            s.set_recv_buffer_size(1)?;
             Some(Arc::new(s))
         } else {
             None

@@ -58,6 +58,9 @@ impl AdvertSocketV4 {
         tx.set_multicast_loop_v4(false)?;
         tx.set_tos_v4(TOS_NETWORK_CONTROL)?;
         tx.set_nonblocking(true)?;
+        // Never read: the kernel still queues protocol-112 packets addressed to us on it, so
+        // keep that queue as small as the kernel allows.
+        tx.set_recv_buffer_size(1)?;
         // SAFETY: the `Socket` owns its descriptor, always reports that same one, and closes it
         // only when dropped, which happens when the `AsyncFd` drops it.
         let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }?;
@@ -141,6 +144,9 @@ impl AdvertSocketV6 {
         tx.set_unicast_hops_v6(TTL)?;
         tx.set_multicast_loop_v6(false)?;
         tx.set_nonblocking(true)?;
+        // Never read: the kernel still queues protocol-112 packets addressed to us on it, so
+        // keep that queue as small as the kernel allows.
+        tx.set_recv_buffer_size(1)?;
         // SAFETY: as for IPv4 above: the `Socket` owns its descriptor for the `AsyncFd`'s life.
         let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }?;
         Ok(Self {
