@@ -407,8 +407,13 @@ impl Node {
         if admin != self.admin.addr {
             match AdminServer::start(admin, self.context.clone()).await {
                 Ok(server) => {
-                    self.admin.stop();
-                    self.admin = server;
+                    // The old server may be answering this very reload: give its replies a
+                    // moment to leave before it stops.
+                    let old = std::mem::replace(&mut self.admin, server);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        old.stop();
+                    });
                 }
                 Err(e) => {
                     tracing::error!("{e}; the admin API stays where it was");

@@ -38,8 +38,12 @@ const FAULT_POLL: Duration = Duration::from_millis(100);
 struct Running {
     config: VrrpConfig,
     instance: Instance,
-    /// Tracking and notify tasks: replaced on reload, aborted on stop.
-    helpers: Helpers,
+    /// The tracking task: replaced on every reload, aborted on stop.
+    tracking: Helpers,
+    /// Runs the notify scripts, one transition after another. Kept across reloads that leave
+    /// `notify` unchanged, and allowed to finish at stop: aborting it would kill a script
+    /// halfway (say, a `master` script setting up routes).
+    notify: JoinHandle<()>,
 }
 
 /// Tasks that end with their instance.
@@ -103,10 +107,15 @@ impl Failover {
                 Some(mut running)
                     if instance_config(&running.config) == instance_config(config) =>
                 {
+                    // Dropping the old tracking task aborts it.
+                    running.tracking = self.tracking(config, &running.instance);
+                    if running.config.notify != config.notify {
+                        // New scripts: the role is unchanged, so the new task hears only
+                        // changes from now on.
+                        running.notify.abort();
+                        running.notify = spawn_notify(config, &running.instance);
+                    }
                     running.config = config.clone();
-                    // Dropping the old helpers aborts them. The role is unchanged: the new notify
-                    // task hears only changes from now on.
-                    running.helpers = self.helpers(config, &running.instance);
                     self.instances.insert(config.name.clone(), running);
                 }
                 previous => {
@@ -193,15 +202,18 @@ impl Failover {
                 name: config.name.clone(),
                 source,
             })?;
-        let helpers = self.helpers(config, &instance);
+        let tracking = self.tracking(config, &instance);
+        // The first subscriber hears every transition since the start (INIT -> BACKUP too).
+        let notify = spawn_notify(config, &instance);
         Ok(Running {
             config: config.clone(),
             instance,
-            helpers,
+            tracking,
+            notify,
         })
     }
 
-    fn helpers(&self, config: &VrrpConfig, instance: &Instance) -> Helpers {
+    fn tracking(&self, config: &VrrpConfig, instance: &Instance) -> Helpers {
         let mut helpers = Vec::new();
         // In a sync group every member follows the tracking of all, so they move together.
         let track: Vec<TrackPool> = match &config.sync_group {
@@ -229,23 +241,33 @@ impl Failover {
                 instance.commands(),
             )));
         }
-        helpers.push(tokio::spawn(notify_on_change(
-            config.name.clone(),
-            config.notify.clone(),
-            instance.transitions(),
-        )));
         Helpers(helpers)
     }
+}
+
+fn spawn_notify(config: &VrrpConfig, instance: &Instance) -> JoinHandle<()> {
+    tokio::spawn(notify_on_change(
+        config.name.clone(),
+        config.notify.clone(),
+        instance.transitions(),
+    ))
 }
 
 async fn stop(running: Running) {
     let Running {
         config,
         instance,
-        helpers,
+        tracking,
+        mut notify,
     } = running;
-    drop(helpers);
+    drop(tracking);
     instance.shutdown().await;
+    // The instance is gone, so its transitions channel is closed: the notify task runs what is
+    // still queued (bounded by each script's timeout) and ends.
+    let patience = config.notify.timeout.saturating_mul(2);
+    if tokio::time::timeout(patience, &mut notify).await.is_err() {
+        notify.abort();
+    }
     if let Some(argv) = &config.notify.stop {
         run_notify(&config.name, "stop", argv, &config.notify).await;
     }

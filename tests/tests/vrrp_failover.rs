@@ -160,10 +160,16 @@ fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
     // Cable back: BACKUP, then MASTER again (preempt).
     rack.set_link(0, true);
     rack.wait_master(0, &[&lb1, &lb2]);
-    drop(lb1); // SIGKILL: no stop script
+    // SIGTERM: the instance resigns and the `stop` script runs before the process exits.
+    let mut lb1 = lb1;
+    lb1.signal(rustix::process::Signal::TERM);
+    lb1.wait_exit();
     // One script per transition, in order.
     let lines: Vec<String> = read().lines().map(str::to_owned).collect();
-    assert_eq!(lines, ["backup", "master", "fault", "backup", "master"]);
+    assert_eq!(
+        lines,
+        ["backup", "master", "fault", "backup", "master", "stop"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -377,4 +383,35 @@ fn vrrpv3_over_ipv6_moves_the_vip_and_clients_follow_the_neighbour_advertisement
         || served_by().as_deref() == Some("lb2"),
     );
     assert!(has_addr6(&rack.lbs[1], vip));
+}
+
+#[test]
+fn a_reload_does_not_cut_a_running_notify_script_short() {
+    let Some(rack) = Rack::new("vrrp reload keeps notify") else {
+        return;
+    };
+    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let dir = std::env::temp_dir().join(format!("tandem-notify-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let done = dir.join("done");
+    let notify = format!(
+        r#"notify = {{ master = ["/bin/sh", "-c", "sleep 1; echo done >> {}"], timeout = "5s" }}"#,
+        done.display()
+    );
+    let lb1 = rack.start(0, 150, &notify);
+    lb1.wait_log("BACKUP -> MASTER", 1);
+    // While the master script sleeps, a reload changes tracking only: the instance and its
+    // notify task stay, and the script finishes.
+    let changed = rack.config(
+        "lb1",
+        150,
+        &format!("{notify}\ntrack = [{{ pool = \"web\", weight = 10 }}]"),
+    );
+    lb1.reload(&changed);
+    lb1.wait_log("configuration reloaded", 1);
+    wait_until(
+        &format!("the master script finished\n{}", lb1.log_text()),
+        || std::fs::read_to_string(&done).is_ok_and(|t| t.trim() == "done"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
