@@ -318,23 +318,23 @@ async fn combine_faults(mut members: Vec<Member>, gateways: Monitor) {
     let mut tick = tokio::time::interval(FAULT_POLL);
     loop {
         tick.tick().await;
-        let own: Vec<bool> = members
+        let gateway_down: Vec<bool> = members
             .iter()
             .map(|m| {
-                let gateway_down = m
-                    .gateway
+                m.gateway
                     .as_ref()
                     .and_then(|id| gateways.status(id))
-                    .is_some_and(|s| !s.up);
-                gateway_down || m.status.borrow().link_fault
+                    .is_some_and(|s| !s.up)
             })
             .collect();
+        // Faulty of its own making: its gateway or its links.
+        let own: Vec<bool> = members
+            .iter()
+            .zip(&gateway_down)
+            .map(|(m, &gw)| gw || m.status.borrow().link_fault)
+            .collect();
         for i in 0..members.len() {
-            let gateway_down = members[i]
-                .gateway
-                .as_ref()
-                .and_then(|id| gateways.status(id))
-                .is_some_and(|s| !s.up);
+            let gateway_down = gateway_down[i];
             let group_down = members[i].group.as_ref().is_some_and(|g| {
                 members.iter().zip(&own).any(|(m, &down)| {
                     down && m.name != members[i].name && m.group.as_ref() == Some(g)
@@ -385,10 +385,7 @@ fn instance_config(c: &VrrpConfig) -> InstanceConfig {
 pub fn track_delta(track: &[TrackPool], health: &PoolsHealth) -> i32 {
     track
         .iter()
-        .filter(|t| {
-            let usable = health.get(&t.pool).map_or(0, |h| h.usable);
-            usable < t.min_healthy as usize
-        })
+        .filter(|t| t.starved(health))
         .map(|t| -i32::from(t.weight))
         .sum()
 }

@@ -27,6 +27,15 @@ pub struct PoolHealth {
 /// Pool name → its health, republished on every change.
 pub type PoolsHealth = BTreeMap<String, PoolHealth>;
 
+impl crate::config::TrackPool {
+    /// Whether the tracked pool has fewer usable backends than `min_healthy` (an unknown pool
+    /// has none): VRRP lowers the priority by `weight`, and `/healthz` reports a fault.
+    pub fn starved(&self, pools: &PoolsHealth) -> bool {
+        let usable = pools.get(&self.pool).map_or(0, |h| h.usable);
+        usable < self.min_healthy as usize
+    }
+}
+
 /// The monitor targets of `config`: one per backend that has a `health` table.
 pub fn targets(config: &Config) -> Vec<Target> {
     let mut targets = Vec::new();

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::{has_addr, has_addr6, in_netns, mac_of, neighbour_mac};
+use common::netns::{has_addr, has_addr6, mac_of, neighbour_mac};
 use common::rack::Rack;
 use common::*;
 
@@ -351,21 +351,7 @@ fn vrrpv3_over_ipv6_moves_the_vip_and_clients_follow_the_neighbour_advertisement
     };
     let mut lb1 = Node::start_in_netns(&rack.lbs[0], &config("lb1", 150));
     let lb2 = Node::start_in_netns(&rack.lbs[1], &config("lb2", 100));
-    let served_by = || {
-        let target = std::net::SocketAddr::from((vip, 80));
-        in_netns(&rack.client, move || {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).ok()?;
-            socket
-                .connect_timeout(&target.into(), Duration::from_millis(500))
-                .ok()?;
-            let stream: std::net::TcpStream = socket.into();
-            stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .ok()?;
-            Client { stream }.backend_name().ok()
-        })
-    };
+    let served_by = || rack.served_by_at(std::net::SocketAddr::from((vip, 80)));
     let logs = || format!("{}\n----\n{}", lb1.log_text(), lb2.log_text());
     wait_until(&format!("lb1 serves the IPv6 VIP\n{}", logs()), || {
         served_by().as_deref() == Some("lb1")

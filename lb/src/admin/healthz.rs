@@ -49,10 +49,7 @@ pub fn verdict(instances: &[(State, &[TrackPool])], pools: &PoolsHealth) -> Verd
     let starved = instances
         .iter()
         .flat_map(|(_, track)| track.iter())
-        .any(|t| {
-            let usable = pools.get(&t.pool).map_or(0, |h| h.usable);
-            usable < t.min_healthy as usize
-        });
+        .any(|t| t.starved(pools));
     if starved {
         Verdict::Fault
     } else {

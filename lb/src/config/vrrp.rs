@@ -264,9 +264,7 @@ impl Validator<'_> {
         // RFC 5798 §5.1.2.1: over IPv6 adverts come from link-local addresses, so a peer is
         // known, and its adverts checked, by its link-local address.
         for (raw, peer) in r.peers.iter().zip(&peers) {
-            if let IpAddr::V6(v6) = peer
-                && v6.segments()[0] & 0xffc0 != 0xfe80
-            {
+            if peer.is_ipv6() && !vrrp::sys::addr::is_link_local(*peer) {
                 let message = format!(
                     "IPv6 peer {peer} must be the peer's link-local address (fe80::/10): VRRPv3 \
                      over IPv6 speaks from link-local addresses"

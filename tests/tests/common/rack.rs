@@ -122,10 +122,14 @@ garp_interval = "300ms"
 
     /// Which backend a new client connection to VIP:80 reaches, if any.
     pub fn served_by(&self) -> Option<String> {
-        let target = SocketAddr::from((self.vip, PORT));
+        self.served_by_at(SocketAddr::from((self.vip, PORT)))
+    }
+
+    /// Which backend a new client connection to `target` (IPv4 or IPv6) reaches, if any.
+    pub fn served_by_at(&self, target: SocketAddr) -> Option<String> {
         in_netns(&self.client, move || {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            let domain = socket2::Domain::for_address(target);
+            let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).ok()?;
             socket
                 .connect_timeout(&target.into(), Duration::from_millis(500))
                 .ok()?;

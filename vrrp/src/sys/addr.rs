@@ -109,7 +109,9 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
     })
 }
 
-fn is_link_local(ip: IpAddr) -> bool {
+/// Link-local: 169.254.0.0/16, fe80::/10 (the IPv6 source of VRRPv3 adverts, RFC 5798
+/// §5.1.2.1).
+pub fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,

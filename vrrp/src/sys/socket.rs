@@ -16,6 +16,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type}
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::addr::is_link_local;
 use super::link::Link;
 
 /// IANA protocol number of VRRP (RFC 5798 §5.1.1.4).
@@ -74,27 +75,19 @@ impl AdvertSocketV4 {
 
     /// Sends one VRRP message (no IP header: the kernel adds it) to `dst`.
     pub fn send(&self, message: &[u8], dst: Ipv4Addr) -> io::Result<()> {
-        let to = SockAddr::from(SocketAddr::new(IpAddr::V4(dst), 0));
-        let sent = self.tx.send_to(message, &to)?;
-        if sent != message.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "advert sent in part",
-            ));
-        }
-        Ok(())
+        send_whole(
+            &self.tx,
+            message,
+            SocketAddr::new(IpAddr::V4(dst), 0).into(),
+        )
     }
 
     /// Waits for the next packet: a whole IPv4 datagram, IP header included (raw IPv4
     /// sockets deliver it, which is how the TTL is checked). Returns its length in `buf`.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut ready = self.rx.readable().await?;
-            match ready.try_io(|fd| fd.get_ref().read(buf)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        self.rx
+            .async_io(Interest::READABLE, |mut socket| socket.read(buf))
+            .await
     }
 }
 
@@ -135,7 +128,11 @@ impl AdvertSocketV6 {
 
         let tx = Socket::new(Domain::IPV6, Type::RAW, proto)?;
         tx.bind_device(Some(link.name.as_bytes()))?;
-        let scope = if is_link_local(source) { link.index } else { 0 };
+        let scope = if is_link_local(IpAddr::V6(source)) {
+            link.index
+        } else {
+            0
+        };
         tx.bind(&SockAddr::from(std::net::SocketAddrV6::new(
             source, 0, 0, scope,
         )))?;
@@ -163,32 +160,39 @@ impl AdvertSocketV6 {
 
     /// Sends one VRRP message (checksum already set, over the pseudo-header with our source).
     pub fn send(&self, message: &[u8], dst: Ipv6Addr) -> io::Result<()> {
-        let scope = if is_link_local(dst) || dst.is_multicast() {
+        let scope = if is_link_local(IpAddr::V6(dst)) || dst.is_multicast() {
             self.index
         } else {
             0
         };
-        let to = SockAddr::from(std::net::SocketAddrV6::new(dst, 0, 0, scope));
-        let sent = self.tx.send_to(message, &to)?;
-        if sent != message.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "advert sent in part",
-            ));
-        }
-        Ok(())
+        send_whole(
+            &self.tx,
+            message,
+            std::net::SocketAddrV6::new(dst, 0, 0, scope).into(),
+        )
     }
 
     /// Waits for the next advert; the VRRP message lands at the start of `buf`.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<ReceivedV6> {
-        loop {
-            let mut ready = self.rx.readable().await?;
-            match ready.try_io(|fd| recv_with_hop_limit(fd.get_ref(), buf)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        self.rx
+            .async_io(Interest::READABLE, |socket| {
+                recv_with_hop_limit(socket, buf)
+            })
+            .await
     }
+}
+
+/// One datagram to `to`, all of it: a raw socket never sends a datagram in part, but say so if
+/// the kernel ever does.
+fn send_whole(tx: &Socket, message: &[u8], to: SockAddr) -> io::Result<()> {
+    let sent = tx.send_to(message, &to)?;
+    if sent != message.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "advert sent in part",
+        ));
+    }
+    Ok(())
 }
 
 fn recv_with_hop_limit(socket: &Socket, buf: &mut [u8]) -> io::Result<ReceivedV6> {
@@ -243,10 +247,6 @@ fn hop_limit_from_control(control: &[u8]) -> Option<u8> {
         at += align(len);
     }
     None
-}
-
-fn is_link_local(ip: Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 #[cfg(test)]
