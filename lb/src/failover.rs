@@ -192,6 +192,17 @@ impl Failover {
                 sent: None,
             })
             .collect();
+        if members
+            .iter()
+            .all(|m| m.gateway.is_none() && m.group.is_none())
+        {
+            // Nothing to combine: no poll task waking the thread ten times a second for
+            // nothing. Clear a fault a reload may have left behind (its gateway is gone).
+            for member in &members {
+                let _ = member.commands.send(Command::ExternalFault(false));
+            }
+            return;
+        }
         self.faults = Some(tokio::spawn(combine_faults(members, self.gateways.clone())));
     }
 
