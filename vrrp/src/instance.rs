@@ -28,6 +28,8 @@ const LINK_POLL: Duration = Duration::from_millis(200);
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Largest IPv4 datagram we expect: header with options plus 255 addresses.
 const RECV_BUF: usize = 8192;
+/// Pause before receiving again after a receive error.
+const RECV_RETRY: Duration = Duration::from_millis(100);
 
 /// Everything one instance needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,22 +354,29 @@ impl Driver {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
         });
+        let mut recv_resume: Option<Instant> = None;
         loop {
             let deadline = self.machine.next_timeout();
             tokio::select! {
                 _ = &mut stop => break,
                 () = sleep_until(deadline) => self.feed(Input::Timeout).await,
-                received = self.socket.recv(&mut buf) => match received {
+                received = self.socket.recv(&mut buf), if recv_resume.is_none() => match received {
                     Ok(datagram) => {
                         if let Some(input) = self.accept(&buf, datagram) {
                             self.feed(input).await;
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(instance = %self.config.name, error = %e, "VRRP receive failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Counted and logged at most every DROP_LOG_EVERY. Receiving pauses
+                        // briefly so a persistent error cannot spin, while the timers keep
+                        // running: a master goes on sending adverts.
+                        self.drop_packet("receive_error", &format!("receive failed: {e}"));
+                        recv_resume = Some(Instant::now() + RECV_RETRY);
                     }
                 },
+                () = sleep_until(recv_resume), if recv_resume.is_some() => {
+                    recv_resume = None;
+                }
                 Some(command) = commands.recv() => {
                     let input = match command {
                         Command::PriorityDelta(delta) => Input::SetPriorityDelta(delta),
