@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# What would io_uring win for small requests? Runs one nginx backend, Tandem, HAProxy and the
+# experimental io_uring relay (relay.c) on loopback, everything pinned to the last CPU as in
+# l4bench's PIN=shared, and drives each in turn with wrk (64 connections, GET /ok), with
+# keep-alive and with a new connection per request. Prints req/s per run and medians with
+# their ratio to HAProxy. Needs gcc, liburing-dev, nginx, haproxy, wrk and a release build.
+#
+#   bench/uring/run.sh          # REPS=5 SECS=5 by default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TANDEM=${TANDEM:-target/release/tandem}
+REPS=${REPS:-5}
+SECS=${SECS:-5}
+CPU=$(($(nproc) - 1))
+BE=28281 TD=28290 HA=28295 UR=28296
+dir=$(mktemp -d)
+chmod 755 "$dir"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+gcc -O2 -o "$dir/relay" bench/uring/relay.c -luring
+mkdir -p "$dir/tmp"
+cat > "$dir/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 "ok\n"; } }
+}
+NGINX
+cat > "$dir/tandem.toml" <<TOML
+[node]
+name = "bench"
+threads = 1
+admin = "127.0.0.1:28291"
+[[service]]
+name = "bench"
+listen = "127.0.0.1:$TD"
+pool = "bench"
+[[pool]]
+name = "bench"
+backends = [{ addr = "127.0.0.1:$BE" }]
+TOML
+cat > "$dir/haproxy.cfg" <<HAP
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$HA
+    default_backend be
+backend be
+    server s1 127.0.0.1:$BE
+HAP
+echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
+taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
+taskset -c "$CPU" "$TANDEM" run -c "$dir/tandem.toml" >"$dir/tandem.log" 2>&1 & pids+=($!)
+taskset -c "$CPU" haproxy -f "$dir/haproxy.cfg" & pids+=($!)
+taskset -c "$CPU" "$dir/relay" "$UR" "$BE" & pids+=($!)
+for port in $BE $TD $HA $UR; do
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/ok" && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$port/ok" || { echo "port $port not answering"; cat "$dir/tandem.log"; exit 1; }
+done
+
+for test in ka close; do
+  script=(); [ "$test" = close ] && script=(-s "$dir/close.lua")
+  : > "$dir/runs"
+  for rep in $(seq "$REPS"); do
+    for target in tandem:$TD haproxy:$HA io_uring:$UR; do
+      r=$(taskset -c "$CPU" wrk -t2 -c64 -d"${SECS}s" "${script[@]}" "http://127.0.0.1:${target#*:}/ok" |
+        awk '/Requests\/sec/ {print $2} /Socket errors|Non-2xx/ {print "ERR " $0 > "/dev/stderr"}')
+      echo "${target%%:*} $r" >> "$dir/runs"
+      echo "$test rep $rep ${target%%:*}: $r req/s"
+    done
+  done
+  python3 - "$dir/runs" "$test" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, r = line.split()
+    runs.setdefault(name, []).append(float(r))
+med = {k: statistics.median(v) for k, v in runs.items()}
+print(f"{sys.argv[2]}: " + ", ".join(f"{k} {v:,.0f} req/s ({v / med['haproxy']:.2f}x haproxy)" for k, v in med.items()))
+PY
+done
