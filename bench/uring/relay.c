@@ -40,7 +40,7 @@ static struct io_uring_sqe *sqe(void) {
 static void *tag(struct side *s, int op) { return (void *)((uintptr_t)s | op); }
 static void post_recv(struct side *s) { struct io_uring_sqe *e = sqe(); io_uring_prep_recv(e, s->fd, s->buf, sizeof s->buf, 0); io_uring_sqe_set_data(e, tag(s, OP_RECV)); s->c->refs++; }
 static void post_send(struct side *s) { struct io_uring_sqe *e = sqe(); io_uring_prep_send(e, s->c->s[1 - s->i].fd, s->buf + s->off, s->len - s->off, MSG_NOSIGNAL); io_uring_sqe_set_data(e, tag(s, OP_SEND)); s->c->refs++; }
-static void close_conn(struct conn *c) { if (!c->closed) { c->closed = 1; for (int i = 0; i < 2; i++) { shutdown(c->s[i].fd, SHUT_RDWR); close(c->s[i].fd); } } }
+static void close_conn(struct conn *c) { if (!c->closed) { c->closed = 1; io_uring_submit(&ring); /* queued ops must take their file before its number is reused */ for (int i = 0; i < 2; i++) { shutdown(c->s[i].fd, SHUT_RDWR); close(c->s[i].fd); } } }
 static void put(struct conn *c) { if (--c->refs == 0 && c->closed) free(c); }
 static void post_accept(void) { struct io_uring_sqe *e = sqe(); io_uring_prep_multishot_accept(e, listen_fd, 0, 0, 0); io_uring_sqe_set_data(e, (void *)OP_ACCEPT); }
 static void on_eof(struct side *s) {
