@@ -13,49 +13,15 @@ REPS=${REPS:-5}
 SECS=${SECS:-3}
 CPU=$(($(nproc) - 1))
 BE=28181 TD=28190 SM=28193
-dir=$(mktemp -d)
-chmod 755 "$dir"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 gcc -O2 -o "$dir/relay" bench/sockmap/relay.c -lpthread
 rustc -O --edition 2021 -o "$dir/l4load" ../shared/bench/l4load.rs
-mkdir -p "$dir/www" "$dir/tmp"
+mkdir -p "$dir/www"
 head -c $((100 << 20)) /dev/urandom > "$dir/www/100m"
 head -c $((1 << 20)) /dev/urandom > "$dir/www/1m"
-cat > "$dir/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
-  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  keepalive_requests 10000000; keepalive_timeout 300s;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  server { listen 127.0.0.1:$BE; root $dir/www; default_type application/octet-stream; }
-}
-NGINX
-cat > "$dir/tandem.toml" <<TOML
-[node]
-name = "bench"
-threads = 1
-admin = "127.0.0.1:28191"
-[[service]]
-name = "bench"
-listen = "127.0.0.1:$TD"
-pool = "bench"
-[[pool]]
-name = "bench"
-backends = [{ addr = "127.0.0.1:$BE" }]
-TOML
+nginx_conf "server { listen 127.0.0.1:$BE; root $dir/www; default_type application/octet-stream; }"
+tandem_conf "127.0.0.1:$TD" "127.0.0.1:$BE" 127.0.0.1:28191
 taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
 taskset -c "$CPU" "$TANDEM" run -c "$dir/tandem.toml" >"$dir/tandem.log" 2>&1 & pids+=($!)
 taskset -c "$CPU" "$dir/relay" "$SM" "$BE" & pids+=($!)
@@ -74,13 +40,5 @@ for load in "/100m 1" "/1m 8"; do
       echo "$1 x$2 rep $rep ${target%%:*}: $g Gbit/s"
     done
   done
-  python3 - "$dir/runs" "$1 x$2" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, g = line.split()
-    runs.setdefault(name, []).append(float(g))
-med = {k: statistics.median(v) for k, v in runs.items()}
-print(f"{sys.argv[2]}: " + ", ".join(f"{k} {v:.2f} Gbit/s ({v / med['direct']:.2f}x direct)" for k, v in med.items()))
-PY
+  medians "$dir/runs" "$1 x$2" Gbit/s direct
 done

@@ -13,45 +13,11 @@ REPS=${REPS:-5}
 SECS=${SECS:-5}
 CPU=$(($(nproc) - 1))
 BE=28281 TD=28290 HA=28295 UR=28296
-dir=$(mktemp -d)
-chmod 755 "$dir"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 gcc -O2 -o "$dir/relay" bench/uring/relay.c -luring
-mkdir -p "$dir/tmp"
-cat > "$dir/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
-  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-  keepalive_requests 10000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 "ok\n"; } }
-}
-NGINX
-cat > "$dir/tandem.toml" <<TOML
-[node]
-name = "bench"
-threads = 1
-admin = "127.0.0.1:28291"
-[[service]]
-name = "bench"
-listen = "127.0.0.1:$TD"
-pool = "bench"
-[[pool]]
-name = "bench"
-backends = [{ addr = "127.0.0.1:$BE" }]
-TOML
+nginx_conf "server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 \"ok\\n\"; } }"
+tandem_conf "127.0.0.1:$TD" "127.0.0.1:$BE" 127.0.0.1:28291
 cat > "$dir/haproxy.cfg" <<HAP
 global
     nbthread 1
@@ -88,13 +54,5 @@ for test in ka close; do
       echo "$test rep $rep ${target%%:*}: $r req/s"
     done
   done
-  python3 - "$dir/runs" "$test" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, r = line.split()
-    runs.setdefault(name, []).append(float(r))
-med = {k: statistics.median(v) for k, v in runs.items()}
-print(f"{sys.argv[2]}: " + ", ".join(f"{k} {v:,.0f} req/s ({v / med['haproxy']:.2f}x haproxy)" for k, v in med.items()))
-PY
+  medians "$dir/runs" "$test" req/s haproxy
 done

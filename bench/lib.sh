@@ -1,0 +1,66 @@
+# Shared pieces of the experiment scripts (bench/sockmap, bench/uring): a scratch directory
+# whose processes stop on exit, an nginx backend, a one-backend Tandem config, and medians of
+# "name value" lines. Source it from the project root after `set -euo pipefail`.
+
+dir=$(mktemp -d)
+chmod 755 "$dir" # nginx workers run unprivileged and must read it
+mkdir -p "$dir/tmp"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# nginx_conf SERVER_BLOCK: writes $dir/nginx.conf, one worker, no logging, keep-alive
+# connections kept for good, files by sendfile.
+nginx_conf() {
+  cat > "$dir/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  $1
+}
+NGINX
+}
+
+# tandem_conf LISTEN BACKEND ADMIN: writes $dir/tandem.toml, one worker thread, one service.
+tandem_conf() {
+  cat > "$dir/tandem.toml" <<TOML
+[node]
+name = "bench"
+threads = 1
+admin = "$3"
+[[service]]
+name = "bench"
+listen = "$1"
+pool = "bench"
+[[pool]]
+name = "bench"
+backends = [{ addr = "$2" }]
+TOML
+}
+
+# medians FILE LABEL UNIT REF: FILE holds "name value" lines; prints each name's median and
+# its ratio to REF's.
+medians() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+path, label, unit, ref = sys.argv[1:5]
+runs = {}
+for line in open(path):
+    name, value = line.split()
+    runs.setdefault(name, []).append(float(value))
+med = {k: statistics.median(v) for k, v in runs.items()}
+print(f"{label}: " + ", ".join(f"{k} {v:,.2f} {unit} ({v / med[ref]:.2f}x {ref})" for k, v in med.items()))
+PY
+}
