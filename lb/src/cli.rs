@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 
+use crate::proxy::uring;
 use crate::admin::AdminClient;
 
 use crate::config::{self, Config};
@@ -367,10 +368,14 @@ fn run(config: Config, path: &Path) -> ExitCode {
 /// One thread: a current-thread runtime, everything on the main thread with no cross-thread
 /// hand-offs (the fastest placement when the node has a single core to itself). More: a
 /// work-stealing runtime with that many workers.
+///
+/// The current-thread runtime submits the thread's io_uring operations (if the daemon set a
+/// ring up) each time it is about to wait for events: one system call per batch.
 pub fn build_runtime(threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     let built = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(uring::flush)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()

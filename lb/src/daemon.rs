@@ -41,6 +41,8 @@ pub enum DaemonError {
     Failover(#[from] FailoverError),
     #[error("{0}")]
     AdminToken(std::io::Error),
+    #[error("io = \"io_uring\" but this node cannot use io_uring: {0}")]
+    IoUring(std::io::Error),
     #[error("admin API: cannot listen on {addr}: {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -283,6 +285,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
 
     let token = resolve_token(&config).map_err(DaemonError::AdminToken)?;
+    let io = start_io(&config.node)?;
     let daemon = Daemon::start(config, config_path)?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
@@ -299,6 +302,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
+        io,
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;
@@ -320,7 +324,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         reloads,
     };
     tracing::info!(config = %config_path.display(), threads = node.daemon.config().node.threads,
-        admin = ?node.daemon.config().node.admin,
+        io, admin = ?node.daemon.config().node.admin,
         "{}; listening on {}", node.daemon.config().summary(), listen_list(node.daemon.config()));
     sd_notify::notify("READY=1");
 
@@ -505,6 +509,29 @@ impl AdminServer {
 
     fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// Sets up io_uring for the relay where `[node] io` allows it and the node can use it, and
+/// says which way bytes will move. Must run on the runtime `cli::build_runtime` made: its
+/// park hook submits what the relay queues.
+fn start_io(node: &config::NodeConfig) -> Result<&'static str, DaemonError> {
+    use crate::config::IoMode;
+    use crate::proxy::uring;
+    // A ring belongs to one thread; the work-stealing runtime moves tasks between threads.
+    if node.io == IoMode::Epoll || node.threads > 1 {
+        return Ok("epoll");
+    }
+    if uring::installed() {
+        return Ok("io_uring");
+    }
+    match uring::install() {
+        Ok(()) => Ok("io_uring"),
+        Err(e) if node.io == IoMode::IoUring => Err(DaemonError::IoUring(e)),
+        Err(e) => {
+            tracing::info!(error = %e, "io_uring not available: relaying with epoll");
+            Ok("epoll")
+        }
     }
 }
 

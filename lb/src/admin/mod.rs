@@ -86,6 +86,8 @@ pub struct AdminContext {
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
     pub reloads: Arc<ReloadCounts>,
+    /// How the relay moves bytes on this node: "io_uring" or "epoll".
+    pub io: &'static str,
     /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
     /// VRRP, so a load balancer in front stops sending new clients.
     pub stopping: std::sync::atomic::AtomicBool,

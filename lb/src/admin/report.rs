@@ -127,6 +127,7 @@ pub(super) fn status_json(context: &AdminContext) -> String {
         .collect();
     let body = json!({
         "node": config.node.name,
+        "io": context.io,
         "healthz": healthz(context).body(),
         "vrrp": vrrp,
         "services": services,

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub name: String,
     /// Worker threads, 1..=1024. Default: the available parallelism.
     pub threads: usize,
+    /// How the relay moves bytes. Default `auto`.
+    pub io: IoMode,
     /// How long SIGTERM waits for open connections. Default 30s.
     pub drain_timeout: Duration,
     /// Where the admin HTTP API listens; `None` (`admin = ""`) turns it off. Default
@@ -126,6 +128,18 @@ pub enum Balance {
     LeastConn,
     P2c,
     Maglev,
+}
+
+/// How the data plane moves bytes between clients and backends (`[node] io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoMode {
+    /// io_uring where it can be used (one worker thread, a kernel that allows it), else epoll.
+    Auto,
+    /// Readiness with epoll and one system call per read or write.
+    Epoll,
+    /// io_uring, or refuse to start: receives and sends go to the kernel in batches.
+    IoUring,
 }
 
 /// PROXY protocol version announced to backends.

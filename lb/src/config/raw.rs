@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::health::RawHealth;
 use super::vrrp::RawVrrp;
-use super::{Balance, ProxyProtocol, Role};
+use super::{Balance, IoMode, ProxyProtocol, Role};
 
 /// The whole file. Table names are singular (`[[service]]`, `[[pool]]`)
 /// because each header introduces one item.
@@ -32,6 +32,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawNode {
     pub name: Option<Spanned<String>>,
     pub threads: Option<Spanned<i64>>,
+    pub io: Option<Spanned<IoMode>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,

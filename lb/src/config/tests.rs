@@ -101,6 +101,7 @@ fn full_example_parses_into_the_expected_struct() {
         node: NodeConfig {
             name: "lb1".into(),
             threads: 2,
+            io: IoMode::Auto,
             drain_timeout: Duration::from_secs(30),
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
@@ -204,6 +205,7 @@ fn omitted_keys_take_their_documented_defaults() {
         NodeConfig {
             name: "tandem".into(),
             threads: cpus,
+            io: IoMode::Auto,
             drain_timeout: Duration::from_secs(30),
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
@@ -604,6 +606,25 @@ fn threads_zero_is_rejected_with_a_hint() {
         2,
         11,
         "omit it to use one per CPU",
+    );
+}
+
+#[test]
+fn io_names_how_bytes_move() {
+    let io = |line: &str| parse(&node_with(line), "t").unwrap().node.io;
+    assert_eq!(io("threads = 1\nio = \"epoll\""), IoMode::Epoll);
+    assert_eq!(io("threads = 1\nio = \"io_uring\""), IoMode::IoUring);
+    assert_eq!(io("threads = 4\nio = \"auto\""), IoMode::Auto);
+    assert_error(&node_with("io = \"uring\""), 2, 6, "unknown variant");
+}
+
+#[test]
+fn io_uring_with_several_threads_is_rejected_with_a_hint() {
+    assert_error(
+        &node_with("threads = 2\nio = \"io_uring\""),
+        3,
+        6,
+        "needs threads = 1",
     );
 }
 

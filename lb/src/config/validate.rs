@@ -13,7 +13,7 @@ use super::health::RawHealth;
 use super::raw::{RawBackend, RawConfig, RawNode, RawPool, RawService};
 use super::values;
 use super::{
-    AdminToken, BackendConfig, Balance, Config, ConfigError, ConfigErrors, MIN_TOKEN_LEN,
+    AdminToken, BackendConfig, Balance, Config, ConfigError, ConfigErrors, IoMode, MIN_TOKEN_LEN,
     NodeConfig, PoolConfig, Role, ServiceConfig,
 };
 
@@ -144,6 +144,7 @@ impl Validator<'_> {
         let raw = raw.unwrap_or(RawNode {
             name: None,
             threads: None,
+            io: None,
             drain_timeout: None,
             admin: None,
             admin_token: None,
@@ -165,6 +166,18 @@ impl Validator<'_> {
                 default_threads
             }
             _ => self.int("threads", &raw.threads, 1..=MAX_THREADS, default_threads),
+        };
+        let io = match &raw.io {
+            None => IoMode::Auto,
+            Some(io) if *io.get_ref() == IoMode::IoUring && threads > 1 => {
+                let message = format!(
+                    "io = \"io_uring\" needs threads = 1 (this node would run {threads}); \
+                     set threads = 1, or io = \"auto\" to use epoll with more threads"
+                );
+                self.error(io.span(), message);
+                IoMode::Auto
+            }
+            Some(io) => *io.get_ref(),
         };
         // Zero is allowed: it means "close open connections immediately".
         let drain_timeout = self.duration(
@@ -217,6 +230,7 @@ impl Validator<'_> {
         NodeConfig {
             name,
             threads,
+            io,
             drain_timeout,
             admin,
             admin_token,

@@ -6,3 +6,4 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod session;
 pub mod splice;
+pub mod uring;

@@ -151,7 +151,7 @@ pub async fn relay(
 }
 
 /// `from + timeout`, saturating far in the future instead of overflowing.
-fn deadline(from: Instant, timeout: Duration) -> Instant {
+pub(crate) fn deadline(from: Instant, timeout: Duration) -> Instant {
     from.checked_add(timeout)
         .unwrap_or_else(|| from + Duration::from_secs(100 * 365 * 86_400))
 }

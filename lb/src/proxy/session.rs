@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use super::connect::{NoBackend, connect_any};
 use super::proxy_protocol;
 use super::relay::{End, Meters, relay};
+use super::uring;
 use crate::snapshot::ServiceRuntime;
 
 /// Serves one accepted client with the service generation current at accept time.
@@ -55,14 +56,12 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<ServiceRunt
         client_to_backend: [&stats.bytes_in, &backend.state.bytes_in],
         backend_to_client: [&stats.bytes_out, &backend.state.bytes_out],
     };
-    let outcome = relay(
-        &mut client.0,
-        &mut upstream.0,
-        service.config.idle_timeout,
-        true,
-        meters,
-    )
-    .await;
+    let idle_timeout = service.config.idle_timeout;
+    let outcome = if uring::installed() {
+        uring::relay(&client.0, &upstream.0, idle_timeout, meters).await
+    } else {
+        relay(&mut client.0, &mut upstream.0, idle_timeout, true, meters).await
+    };
     match outcome.end {
         End::Finished => {}
         End::Idle => {

@@ -1,0 +1,209 @@
+//! The relay on io_uring: the same contract as [`crate::proxy::relay`] (half-close, idle
+//! timeout, counters, resets passed on), with receives and sends queued on the thread's ring.
+//!
+//! Each direction is a loop: receive into a pool buffer, send it on (again if the send was
+//! partial), give the buffer back, receive again. A receive that fills a whole buffer marks a
+//! bulk stream, which then moves by splice(2) through the epoll path until it goes quiet, as
+//! on the epoll relay: zero-copy beats batching once the bytes are many.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Poll, ready};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::buffers::BUF_SIZE;
+use super::ring::{self, Received};
+use crate::proxy::relay::{End, Meters, Outcome, deadline};
+use crate::proxy::splice::Pipe;
+
+/// How long a receive waits before asking again when every pool buffer is out (the pool is
+/// at its limit: thousands of connections each stalled with a buffer unsent).
+const NO_BUFFER_PAUSE: Duration = Duration::from_millis(5);
+
+/// One direction's progress, shared with the relay that watches both. Atomics only so the
+/// relay stays `Send` for `tokio::spawn`: a single thread ever touches them.
+#[derive(Default)]
+struct Direction {
+    bytes: AtomicU64,
+    /// FIN was passed on (or the relay ends and closing sends it): this direction is finished.
+    done: AtomicBool,
+}
+
+/// Relays until both directions finish, one fails, or nothing moves for `idle_timeout`.
+pub async fn relay(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle_timeout: Duration,
+    meters: Meters<'_>,
+) -> Outcome {
+    let up = Direction::default(); // client -> backend
+    let down = Direction::default(); // backend -> client
+    let moved = AtomicBool::new(false);
+    let mut up_pump = pin!(pump(
+        client,
+        backend,
+        &up,
+        &down,
+        &moved,
+        meters.client_to_backend
+    ));
+    let mut down_pump = pin!(pump(
+        backend,
+        client,
+        &down,
+        &up,
+        &moved,
+        meters.backend_to_client
+    ));
+    let mut last_activity = Instant::now();
+    let mut idle = pin!(tokio::time::sleep_until(deadline(last_activity, idle_timeout)));
+    let (mut up_over, mut down_over) = (false, false);
+
+    let end = poll_fn(|cx| {
+        if !up_over && let Poll::Ready(result) = up_pump.as_mut().poll(cx) {
+            up_over = true;
+            if let Err(e) = result {
+                return Poll::Ready(End::Failed(e));
+            }
+        }
+        if !down_over && let Poll::Ready(result) = down_pump.as_mut().poll(cx) {
+            down_over = true;
+            if let Err(e) = result {
+                return Poll::Ready(End::Failed(e));
+            }
+        }
+        if up_over && down_over {
+            return Poll::Ready(End::Finished);
+        }
+        if moved.swap(false, Relaxed) {
+            last_activity = Instant::now();
+        }
+        // As on the epoll relay, the timer is re-armed only when it fires.
+        while idle.as_mut().poll(cx).is_ready() {
+            let at = deadline(last_activity, idle_timeout);
+            if Instant::now() >= at {
+                return Poll::Ready(End::Idle);
+            }
+            idle.as_mut().reset(at);
+        }
+        Poll::Pending
+    })
+    .await;
+
+    if matches!(end, End::Failed(_)) {
+        // A peer whose incoming stream was cut short sees a reset (see the epoll relay).
+        if !down.done.load(Relaxed) {
+            let _ = client.set_zero_linger();
+        }
+        if !up.done.load(Relaxed) {
+            let _ = backend.set_zero_linger();
+        }
+    }
+    Outcome {
+        end,
+        client_to_backend: up.bytes.load(Relaxed),
+        backend_to_client: down.bytes.load(Relaxed),
+    }
+}
+
+/// Moves bytes from `src` to `dst` until `src` ends, then passes the FIN on.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    this: &Direction,
+    other: &Direction,
+    moved: &AtomicBool,
+    meters: [&AtomicU64; 2],
+) -> io::Result<()> {
+    let count = |n: usize| {
+        moved.store(true, Relaxed);
+        this.bytes.store(this.bytes.load(Relaxed) + n as u64, Relaxed);
+        for m in meters {
+            m.fetch_add(n as u64, Relaxed);
+        }
+    };
+    loop {
+        let mut buf = match ring::recv(src.as_raw_fd()).await {
+            Received::Data(buf) => buf,
+            Received::End => break,
+            Received::NoBuffers => {
+                if !ring::grow_buffers() {
+                    tokio::time::sleep(NO_BUFFER_PAUSE).await;
+                }
+                continue;
+            }
+            Received::Failed(e) => return Err(e),
+        };
+        moved.store(true, Relaxed);
+        let bulk = buf.len == BUF_SIZE;
+        let mut sent = 0;
+        while sent < buf.len {
+            let (result, back) = ring::send(dst.as_raw_fd(), buf, sent).await;
+            buf = back;
+            match result {
+                Ok(0) => {
+                    ring::give_back(buf);
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => {
+                    sent += n;
+                    count(n);
+                }
+                Err(e) => {
+                    ring::give_back(buf);
+                    return Err(e);
+                }
+            }
+        }
+        ring::give_back(buf);
+        if bulk && splice_while_streaming(src, dst, &count).await? {
+            break;
+        }
+    }
+    // End of stream. When the other direction is finished too, the relay ends now and closing
+    // the sockets sends this FIN; a shutdown would be a wasted syscall.
+    if !other.done.load(Relaxed) {
+        socket2::SockRef::from(dst).shutdown(Shutdown::Write)?;
+    }
+    this.done.store(true, Relaxed);
+    Ok(())
+}
+
+/// Splices `src` into `dst` through a pipe until `src` has nothing more to give right now.
+/// True when `src` reached end of stream. Without a pipe to spare, returns at once.
+async fn splice_while_streaming(
+    src: &TcpStream,
+    dst: &TcpStream,
+    count: &impl Fn(usize),
+) -> io::Result<bool> {
+    let Some(mut pipe) = Pipe::take() else {
+        return Ok(false);
+    };
+    let result = poll_fn(|cx| {
+        loop {
+            let mut drained = 0;
+            let flushed = pipe.poll_drain(cx, dst, &mut drained);
+            if drained > 0 {
+                count(drained);
+            }
+            ready!(flushed)?;
+            match pipe.poll_fill(cx, src) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(true)),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // Quiet: the pipe is empty (drained above); back to receiving on the ring.
+                Poll::Pending => return Poll::Ready(Ok(false)),
+            }
+        }
+    })
+    .await;
+    pipe.give_back();
+    result
+}

@@ -1,0 +1,441 @@
+//! One io_uring per data-plane thread, driven from inside the tokio runtime.
+//!
+//! Operations are queued in the submission ring as the relay asks for them and handed to the
+//! kernel in one `io_uring_enter` when the thread is about to sleep ([`flush`], run from
+//! tokio's park hook), so a busy thread pays one system call for a whole batch of receives
+//! and sends instead of one each. The ring's descriptor sits in tokio's epoll set: when
+//! completions arrive, [`drive`] reaps them and wakes the tasks waiting on them.
+//!
+//! An operation outlives the future that started it when that future is dropped (a relay
+//! ended by its idle timeout, say): its slot is then marked orphaned, the kernel is asked to
+//! cancel it, and whatever buffer it held goes back to the pool only when its completion
+//! arrives, because until then the kernel may still be using it.
+//!
+//! The ring belongs to its thread and is reached through a thread-local, never through a
+//! handle held by a task: futures stay `Send` for `tokio::spawn`, and a future that somehow
+//! ran on another thread would find no ring (or another one) and fail, not corrupt it.
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::buffers::{BUF_SIZE, Buf, Buffers, GROUP};
+
+/// Submission ring size: the most operations queued between two flushes before a flush is
+/// forced.
+const SQ_ENTRIES: u32 = 1024;
+
+/// Completion ring size. Completions beyond it wait in the kernel (no loss) until the next
+/// `io_uring_enter`.
+const CQ_ENTRIES: u32 = 16 * 1024;
+
+/// `user_data` of cancel requests, whose own completions carry nothing we wait for.
+const CANCEL: u64 = u64::MAX;
+
+thread_local! {
+    /// Set once and never dropped: after the ring's descriptor closes, the kernel may still
+    /// finish cancelled operations in the background, writing into the ring's buffers.
+    static CURRENT: Cell<Option<&'static Ring>> = const { Cell::new(None) };
+}
+
+/// Tells rings apart, so an operation is only ever completed by the ring that started it.
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+enum State {
+    /// In the kernel; the waker of the task waiting for it.
+    Waiting(Option<Waker>),
+    /// Completed, result not yet taken.
+    Done { res: i32, flags: u32 },
+    /// Its future is gone: the completion only releases what the operation held.
+    Orphaned,
+    Free,
+}
+
+struct Slot {
+    state: State,
+    /// A buffer the kernel reads from while the operation runs (a send's data).
+    holds: Option<u16>,
+}
+
+struct Ring {
+    id: u32,
+    uring: IoUring,
+    buffers: Buffers,
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<usize>>,
+    /// Operations queued since the last submit.
+    queued: Cell<u32>,
+}
+
+/// What a receive brought.
+pub enum Received {
+    Data(Buf),
+    /// The peer sent FIN.
+    End,
+    /// The kernel found the buffer pool empty; grow it or wait, then ask again.
+    NoBuffers,
+    Failed(io::Error),
+}
+
+impl Ring {
+    /// Sets up a ring and its buffer pool. Fails where io_uring is missing or forbidden
+    /// (old kernels, `kernel.io_uring_disabled`, container seccomp profiles).
+    fn new() -> io::Result<Self> {
+        let uring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES)?;
+        let buffers = Buffers::register(&uring)?;
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            uring,
+            buffers,
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            queued: Cell::new(0),
+        })
+    }
+
+    fn start(&self, entry: squeue::Entry, holds: Option<u16>) -> Op {
+        let slot = self.slot(holds);
+        self.push(entry.user_data(slot as u64));
+        Op {
+            ring: self.id,
+            slot,
+            finished: false,
+        }
+    }
+
+    fn slot(&self, holds: Option<u16>) -> usize {
+        let mut slots = self.slots.borrow_mut();
+        let fresh = Slot {
+            state: State::Waiting(None),
+            holds,
+        };
+        match self.free.borrow_mut().pop() {
+            Some(i) => {
+                slots[i] = fresh;
+                i
+            }
+            None => {
+                slots.push(fresh);
+                slots.len() - 1
+            }
+        }
+    }
+
+    fn release(&self, slot: usize) {
+        self.slots.borrow_mut()[slot] = Slot {
+            state: State::Free,
+            holds: None,
+        };
+        self.free.borrow_mut().push(slot);
+    }
+
+    /// Queues one operation; submits first when the queue is full.
+    fn push(&self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: single-threaded, and no other handle to the submission queue is alive
+            // (each use is confined to a call like this one).
+            let mut sq = unsafe { self.uring.submission_shared() };
+            // SAFETY: the entry's pointers (buffers in the pool, descriptors of sockets whose
+            // owners wait for this operation or cancel it before closing) stay valid until
+            // it completes.
+            if unsafe { sq.push(&entry) }.is_ok() {
+                sq.sync();
+                self.queued.set(self.queued.get() + 1);
+                return;
+            }
+            drop(sq);
+            if self.submit().is_err() {
+                // The kernel refuses more work for now (completions backed up). Reap what is
+                // there, which frees room, and try again.
+                self.reap();
+            }
+        }
+    }
+
+    /// Hands everything queued to the kernel.
+    fn submit(&self) -> io::Result<()> {
+        if self.queued.get() == 0 && !self.overflowed() {
+            return Ok(());
+        }
+        loop {
+            match self.uring.submit() {
+                Ok(_) => {
+                    self.queued.set(0);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Completions the kernel kept aside because the completion ring was full.
+    fn overflowed(&self) -> bool {
+        // SAFETY: as in `push`.
+        unsafe { self.uring.submission_shared() }.cq_overflow()
+    }
+
+    /// Takes every completion posted so far and wakes the tasks waiting for them.
+    fn reap(&self) {
+        let mut wake = Vec::new();
+        let mut orphans = Vec::new();
+        {
+            // SAFETY: single-threaded; the only handle to the completion queue.
+            let cq = unsafe { self.uring.completion_shared() };
+            let mut slots = self.slots.borrow_mut();
+            for cqe in cq {
+                if cqe.user_data() == CANCEL {
+                    continue;
+                }
+                let Some(slot) = usize::try_from(cqe.user_data())
+                    .ok()
+                    .and_then(|i| slots.get_mut(i))
+                else {
+                    continue;
+                };
+                match std::mem::replace(&mut slot.state, State::Free) {
+                    State::Waiting(waker) => {
+                        slot.state = State::Done {
+                            res: cqe.result(),
+                            flags: cqe.flags(),
+                        };
+                        wake.extend(waker);
+                    }
+                    State::Orphaned => orphans.push((cqe.user_data() as usize, cqe.flags())),
+                    other => slot.state = other,
+                }
+            }
+        }
+        for (slot, flags) in orphans {
+            self.drop_result(slot, flags);
+        }
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    /// Releases an orphaned operation's slot and any buffer it held or was given.
+    fn drop_result(&self, slot: usize, flags: u32) {
+        if let Some(id) = cqueue::buffer_select(flags) {
+            self.buffers.give_back(id);
+        }
+        let held = self.slots.borrow_mut()[slot].holds.take();
+        if let Some(id) = held {
+            self.buffers.give_back(id);
+        }
+        self.release(slot);
+    }
+
+    /// The future of operation `slot` was dropped before it took the result.
+    fn orphan(&self, slot: usize) {
+        let state = std::mem::replace(&mut self.slots.borrow_mut()[slot].state, State::Orphaned);
+        match state {
+            State::Done { flags, .. } => self.drop_result(slot, flags),
+            State::Waiting(_) => {
+                let cancel = opcode::AsyncCancel::new(slot as u64)
+                    .build()
+                    .user_data(CANCEL);
+                self.push(cancel);
+                // Submit now: a queued operation names its socket by descriptor, and the
+                // socket is about to be closed, after which the number may name another.
+                let _ = self.submit();
+            }
+            State::Orphaned | State::Free => {}
+        }
+    }
+}
+
+/// Runs `f` on this thread's ring if it is the one with id `id` (any ring for `None`).
+fn with_ring<T>(id: Option<u32>, f: impl FnOnce(&Ring) -> T) -> Option<T> {
+    match CURRENT.get() {
+        Some(ring) if id.is_none_or(|id| id == ring.id) => Some(f(ring)),
+        _ => None,
+    }
+}
+
+/// Whether this thread has a ring: the relay uses it when it does.
+pub fn installed() -> bool {
+    with_ring(None, |_| ()).is_some()
+}
+
+/// Receives from `fd` into a buffer the kernel picks when bytes arrive.
+pub async fn recv(fd: RawFd) -> Received {
+    let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), BUF_SIZE as u32)
+        .buf_group(GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+    let Some(op) = with_ring(None, |ring| ring.start(entry, None)) else {
+        return Received::Failed(no_ring());
+    };
+    let (res, flags) = op.await;
+    let picked = cqueue::buffer_select(flags);
+    if res > 0 {
+        if let Some(id) = picked {
+            return Received::Data(Buf {
+                id,
+                len: res as usize,
+            });
+        }
+        return Received::Failed(io::Error::other("receive completed without a buffer"));
+    }
+    if let Some(id) = picked {
+        give_back(Buf { id, len: 0 });
+    }
+    match res {
+        0 => Received::End,
+        e if -e == libc::ENOBUFS => Received::NoBuffers,
+        e => Received::Failed(io::Error::from_raw_os_error(-e)),
+    }
+}
+
+/// Sends `buf[from..]` to `fd`; resolves to the bytes sent and the buffer, handed back.
+pub async fn send(fd: RawFd, buf: Buf, from: usize) -> (io::Result<usize>, Buf) {
+    let op = with_ring(None, |ring| {
+        let data = &ring.buffers.bytes(&buf)[from..];
+        let entry = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        ring.start(entry, Some(buf.id))
+    });
+    let Some(op) = op else {
+        return (Err(no_ring()), buf);
+    };
+    let (res, _) = op.await;
+    let sent = if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as usize)
+    };
+    (sent, buf)
+}
+
+/// Returns a received buffer to the pool once its bytes are sent on.
+pub fn give_back(buf: Buf) {
+    with_ring(None, |ring| ring.buffers.give_back(buf.id));
+}
+
+/// Adds buffers to the pool after the kernel found it empty; false at the pool's limit.
+pub fn grow_buffers() -> bool {
+    with_ring(None, |ring| ring.buffers.grow()).unwrap_or(false)
+}
+
+fn no_ring() -> io::Error {
+    io::Error::other("io_uring operation outside the thread that owns the ring")
+}
+
+/// One operation in flight; resolves to the completion's result and flags.
+struct Op {
+    ring: u32,
+    slot: usize,
+    finished: bool,
+}
+
+impl Future for Op {
+    type Output = (i32, u32);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(i32, u32)> {
+        let slot = self.slot;
+        let polled = with_ring(Some(self.ring), |ring| {
+            let mut slots = ring.slots.borrow_mut();
+            let entry = &mut slots[slot];
+            match &mut entry.state {
+                State::Done { res, flags } => {
+                    let out = (*res, *flags);
+                    drop(slots);
+                    ring.release(slot);
+                    Poll::Ready(out)
+                }
+                State::Waiting(waker) => {
+                    match waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+                // Not reachable while this future exists; fail rather than hang.
+                State::Orphaned | State::Free => Poll::Ready((-libc::ECANCELED, 0)),
+            }
+        });
+        let out = polled.unwrap_or(Poll::Ready((-libc::EBADFD, 0)));
+        if out.is_ready() {
+            self.finished = true;
+        }
+        out
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if !self.finished {
+            with_ring(Some(self.ring), |ring| ring.orphan(self.slot));
+        }
+    }
+}
+
+/// Sets up this thread's ring and starts the task that reaps it. Call from inside a
+/// current-thread runtime built with `on_thread_park(flush)`.
+pub fn install() -> io::Result<()> {
+    let ring = Ring::new()?;
+    // SAFETY: the ring is never dropped (see CURRENT), so its descriptor stays open and names
+    // the same ring for as long as the AsyncFd lives.
+    let fd = unsafe { AsyncFd::register_with_interest(RingFd(ring.uring.as_raw_fd()), Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    let id = ring.id;
+    CURRENT.set(Some(Box::leak(Box::new(ring))));
+    tokio::spawn(drive(id, fd));
+    Ok(())
+}
+
+/// Submits what this thread queued. Runs each time the thread is about to wait for events.
+pub fn flush() {
+    with_ring(None, |ring| {
+        if let Err(e) = ring.submit() {
+            tracing::debug!(error = %e, "io_uring submit deferred");
+        }
+    });
+}
+
+/// Reaps completions whenever the ring's descriptor turns readable.
+async fn drive(id: u32, fd: AsyncFd<RingFd>) {
+    loop {
+        let mut ready = match fd.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring completions can no longer be awaited");
+                return;
+            }
+        };
+        let reaped = with_ring(Some(id), |ring| {
+            ring.reap();
+            if ring.overflowed() {
+                // Completions the ring had no room for come back with the next enter.
+                let _ = ring.submit();
+                ring.reap();
+            }
+        });
+        ready.clear_ready();
+        if reaped.is_none() {
+            tracing::error!("io_uring driver running outside the thread that owns the ring");
+            return;
+        }
+    }
+}
+
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
