@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 
-use crate::proxy::uring;
 use crate::admin::AdminClient;
+use crate::proxy::uring;
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};

@@ -1,5 +1,6 @@
 //! What a client sees of the relay: both directions, half-close, idle timeout, limits,
-//! PROXY protocol headers, IPv6.
+//! PROXY protocol headers, IPv6. The relay's own behaviours run twice, once on each way of
+//! moving bytes (`[node] io`): io_uring and epoll.
 
 mod common;
 
@@ -10,10 +11,22 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn half_close_lets_the_response_finish_after_the_request_ends() {
+fn half_close_lets_the_response_finish_after_the_request_ends_io_uring() {
+    half_close_lets_the_response_finish_after_the_request_ends("io_uring");
+}
+
+#[test]
+fn half_close_lets_the_response_finish_after_the_request_ends_epoll() {
+    half_close_lets_the_response_finish_after_the_request_ends("epoll");
+}
+
+fn half_close_lets_the_response_finish_after_the_request_ends(io: &str) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let _node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let config = simple_config(listen, &backend_list(&[&a]), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
     let mut c = Client::connect(listen).unwrap();
     let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     c.stream.write_all(&request).unwrap();
@@ -29,11 +42,22 @@ fn half_close_lets_the_response_finish_after_the_request_ends() {
 }
 
 #[test]
-fn idle_connections_are_closed_after_idle_timeout() {
+fn idle_connections_are_closed_after_idle_timeout_io_uring() {
+    idle_connections_are_closed_after_idle_timeout("io_uring");
+}
+
+#[test]
+fn idle_connections_are_closed_after_idle_timeout_epoll() {
+    idle_connections_are_closed_after_idle_timeout("epoll");
+}
+
+fn idle_connections_are_closed_after_idle_timeout(io: &str) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = simple_config(listen, &backend_list(&[&a]), r#"idle_timeout = "300ms""#);
-    let _node = Node::start_listening(&config, listen);
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
     let mut busy = Client::connect(listen).unwrap();
     let mut idle = Client::connect(listen).unwrap();
     assert_eq!(idle.backend_name().unwrap(), "a");
@@ -180,11 +204,23 @@ fn ipv6_listener_and_backend_work() {
 }
 
 #[test]
-fn bulk_streams_arrive_intact_in_both_directions() {
+fn bulk_streams_arrive_intact_in_both_directions_io_uring() {
+    bulk_streams_arrive_intact_in_both_directions("io_uring");
+}
+
+#[test]
+fn bulk_streams_arrive_intact_in_both_directions_epoll() {
+    bulk_streams_arrive_intact_in_both_directions("epoll");
+}
+
+fn bulk_streams_arrive_intact_in_both_directions(io: &str) {
     // Large enough for the relay to switch both directions to splice(2) pipes.
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let _node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let config = simple_config(listen, &backend_list(&[&a]), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
     let mut c = Client::connect(listen).unwrap();
     assert_eq!(c.backend_name().unwrap(), "a");
     let size = 16 * 1024 * 1024;
@@ -273,4 +309,114 @@ fn freebind_lets_a_standby_listen_on_an_address_it_does_not_hold() {
         node.log_text()
     );
     assert_eq!(which_backend(held).unwrap(), "a");
+}
+
+#[test]
+fn many_clients_talking_at_once_each_get_their_own_bytes_back_io_uring() {
+    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring");
+}
+
+#[test]
+fn many_clients_talking_at_once_each_get_their_own_bytes_back_epoll() {
+    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll");
+}
+
+/// Small messages from many connections at once: on io_uring their receives and sends share
+/// batches and pool buffers, and no byte may end up on another connection or out of order.
+fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str) {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
+    let clients: Vec<_> = (0..32u32)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(listen).unwrap();
+                assert_eq!(c.backend_name().unwrap(), "a");
+                for round in 0..100u32 {
+                    // Sizes vary so that messages straddle reads differently every round.
+                    let len = 1 + ((id * 7919 + round * 104_729) % 3000) as usize;
+                    let message: Vec<u8> = (0..len)
+                        .map(|i| (id as usize * 31 + round as usize * 17 + i) as u8)
+                        .collect();
+                    assert_eq!(
+                        c.round_trip(&message).unwrap(),
+                        message,
+                        "client {id} round {round}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("every client got its own bytes back");
+    }
+}
+
+#[test]
+fn a_backend_reset_reaches_the_client_as_a_reset_io_uring() {
+    a_backend_reset_reaches_the_client_as_a_reset("io_uring");
+}
+
+#[test]
+fn a_backend_reset_reaches_the_client_as_a_reset_epoll() {
+    a_backend_reset_reaches_the_client_as_a_reset("epoll");
+}
+
+/// A backend that aborts mid-response must not look like one that finished: the client gets
+/// a reset, never a clean end of stream it could take for a complete response.
+fn a_backend_reset_reaches_the_client_as_a_reset(io: &str) {
+    let backend =
+        std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(loopback_ip()), 0)).unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &format!(r#"[{{ addr = "{backend_addr}" }}]"#), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
+    let aborter = std::thread::spawn(move || {
+        // The node's readiness probe reaches this backend too; answer only a real request.
+        loop {
+            let (mut stream, _) = backend.accept().unwrap();
+            let mut request = [0u8; 3];
+            if stream.read_exact(&mut request).is_err() {
+                continue;
+            }
+            stream.write_all(b"partial response").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            return; // dropping the stream now sends RST
+        }
+    });
+    let mut c = Client::connect(listen).unwrap();
+    c.stream.write_all(b"get").unwrap();
+    let mut got = Vec::new();
+    let result = c.stream.read_to_end(&mut got);
+    aborter.join().unwrap();
+    assert_eq!(
+        got, b"partial response",
+        "bytes before the abort arrive ({result:?})"
+    );
+    let err = result.expect_err("a reset, not a clean end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+/// Starts a node on `config` with `[node] io = io` and checks it says so in its status log
+/// line. `None` (after saying why) when io_uring is wanted but this kernel forbids it, unless
+/// TANDEM_REQUIRE_PRIVILEGED=1 (CI), where that is a failure.
+fn node_with_io(config: &str, io: &str, listen: SocketAddr) -> Option<Node> {
+    if io == "io_uring" && !io_uring_usable() {
+        return None;
+    }
+    let node = Node::start_listening(&with_io(config, io), listen);
+    let log = node.log_text();
+    assert!(
+        log.contains(&format!("io=\"{io}\"")) || log.contains(&format!("io={io}")),
+        "{log}"
+    );
+    Some(node)
 }

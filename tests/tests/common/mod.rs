@@ -570,3 +570,25 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, auth: bool) -> (u16, St
     let head = format!("{method} {path} HTTP/1.1\r\nHost: admin{token}");
     http_raw(addr, &head, b"").expect("the admin API answers")
 }
+
+/// `config` (as `simple_config` writes it) with `[node] io = "{io}"`.
+pub fn with_io(config: &str, io: &str) -> String {
+    assert!(config.contains("threads = 1\n"), "a one-thread config");
+    config.replacen("threads = 1\n", &format!("threads = 1\nio = \"{io}\"\n"), 1)
+}
+
+/// Whether this kernel lets the tests' process set up an io_uring. When it does not, says why
+/// and returns false, or fails under TANDEM_REQUIRE_PRIVILEGED=1 (CI, where it must).
+#[allow(dead_code)] // not every test file that includes `common` uses it
+pub fn io_uring_usable() -> bool {
+    match io_uring::IoUring::new(8) {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
+            panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: io_uring is not usable here ({e})");
+            false
+        }
+    }
+}

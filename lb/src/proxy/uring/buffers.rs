@@ -23,7 +23,7 @@ pub const BUF_SIZE: usize = 16 * 1024;
 const RING_ENTRIES: u16 = 4096;
 
 /// Buffers added at a time: at start and whenever the kernel finds none free.
-const CHUNK: usize = 64;
+pub const CHUNK: usize = 64;
 
 /// The pool stops growing here (64 MiB); past it a receive waits for buffers to come back.
 const MAX_BUFFERS: usize = RING_ENTRIES as usize;
@@ -67,7 +67,11 @@ impl Buffers {
         };
         // SAFETY: the ring memory is page-aligned, RING_ENTRIES entries long, and never freed
         // once registered (the ring that reads it is never torn down).
-        unsafe { uring.submitter().register_buf_ring_with_flags(ring as u64, RING_ENTRIES, GROUP, 0)? };
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(ring as u64, RING_ENTRIES, GROUP, 0)?
+        };
         buffers.grow();
         Ok(buffers)
     }

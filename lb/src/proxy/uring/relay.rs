@@ -63,7 +63,10 @@ pub async fn relay(
         meters.backend_to_client
     ));
     let mut last_activity = Instant::now();
-    let mut idle = pin!(tokio::time::sleep_until(deadline(last_activity, idle_timeout)));
+    let mut idle = pin!(tokio::time::sleep_until(deadline(
+        last_activity,
+        idle_timeout
+    )));
     let (mut up_over, mut down_over) = (false, false);
 
     let end = poll_fn(|cx| {
@@ -124,7 +127,8 @@ async fn pump(
 ) -> io::Result<()> {
     let count = |n: usize| {
         moved.store(true, Relaxed);
-        this.bytes.store(this.bytes.load(Relaxed) + n as u64, Relaxed);
+        this.bytes
+            .store(this.bytes.load(Relaxed) + n as u64, Relaxed);
         for m in meters {
             m.fetch_add(n as u64, Relaxed);
         }

@@ -54,7 +54,10 @@ enum State {
     /// In the kernel; the waker of the task waiting for it.
     Waiting(Option<Waker>),
     /// Completed, result not yet taken.
-    Done { res: i32, flags: u32 },
+    Done {
+        res: i32,
+        flags: u32,
+    },
     /// Its future is gone: the completion only releases what the operation held.
     Orphaned,
     Free,
@@ -389,8 +392,10 @@ pub fn install() -> io::Result<()> {
     let ring = Ring::new()?;
     // SAFETY: the ring is never dropped (see CURRENT), so its descriptor stays open and names
     // the same ring for as long as the AsyncFd lives.
-    let fd = unsafe { AsyncFd::register_with_interest(RingFd(ring.uring.as_raw_fd()), Interest::READABLE) }
-        .map_err(io::Error::from)?;
+    let fd = unsafe {
+        AsyncFd::register_with_interest(RingFd(ring.uring.as_raw_fd()), Interest::READABLE)
+    }
+    .map_err(io::Error::from)?;
     let id = ring.id;
     CURRENT.set(Some(Box::leak(Box::new(ring))));
     tokio::spawn(drive(id, fd));
@@ -437,5 +442,113 @@ struct RingFd(RawFd);
 impl AsRawFd for RingFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::proxy::uring::buffers::CHUNK;
+
+    fn bytes(buf: &Buf) -> Vec<u8> {
+        with_ring(None, |ring| ring.buffers.bytes(buf).to_vec()).unwrap()
+    }
+
+    /// A runtime like the daemon's: one thread, queued operations submitted at each park.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(flush)
+            .build()
+            .unwrap()
+    }
+
+    fn ring_or_skip() -> bool {
+        match install() {
+            Ok(()) => true,
+            Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
+                panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: io_uring is not usable here ({e})");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn holding_more_buffers_than_the_first_chunk_grows_the_pool() {
+        runtime().block_on(async {
+            if !ring_or_skip() {
+                return;
+            }
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut pairs = Vec::new();
+            for i in 0..CHUNK + 8 {
+                let mut sender = TcpStream::connect(addr).await.unwrap();
+                let (receiver, _) = listener.accept().await.unwrap();
+                sender.write_all(&[i as u8; 10]).await.unwrap();
+                pairs.push((sender, receiver));
+            }
+            // Every message is held, as a relay stalled on a slow peer holds its buffer.
+            let (mut held, mut empty_pool) = (Vec::new(), 0);
+            for (i, (_, receiver)) in pairs.iter().enumerate() {
+                let buf = loop {
+                    match recv(receiver.as_raw_fd()).await {
+                        Received::Data(buf) => break buf,
+                        Received::NoBuffers => {
+                            empty_pool += 1;
+                            assert!(grow_buffers(), "the pool may grow far beyond one chunk");
+                        }
+                        Received::End => panic!("connection {i} ended"),
+                        Received::Failed(e) => panic!("connection {i}: {e}"),
+                    }
+                };
+                assert_eq!(
+                    bytes(&buf),
+                    [i as u8; 10],
+                    "connection {i} got its own bytes"
+                );
+                held.push(buf);
+            }
+            assert_eq!(empty_pool, 1, "one chunk ran out, once");
+            for buf in held {
+                give_back(buf);
+            }
+        });
+    }
+
+    #[test]
+    fn a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works() {
+        runtime().block_on(async {
+            if !ring_or_skip() {
+                return;
+            }
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut sender = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (receiver, _) = listener.accept().await.unwrap();
+            // Nothing to receive yet: the receive waits in the kernel until it is dropped.
+            let waiting = recv(receiver.as_raw_fd());
+            let timed_out = tokio::time::timeout(std::time::Duration::from_millis(50), waiting);
+            assert!(timed_out.await.is_err());
+            // Had the cancelled receive survived, it would take these bytes and lose them.
+            sender.write_all(b"after").await.unwrap();
+            let next = recv(receiver.as_raw_fd());
+            match tokio::time::timeout(std::time::Duration::from_secs(10), next).await {
+                Ok(Received::Data(buf)) => {
+                    assert_eq!(bytes(&buf), b"after");
+                    give_back(buf);
+                }
+                _ => panic!("the bytes sent after the cancel arrive at the next receive"),
+            }
+        });
     }
 }
