@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 
 use crate::admin::AdminClient;
-use crate::proxy::uring;
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
+use crate::proxy::uring;
 use crate::{daemon, demo};
 
 #[derive(Parser, Debug)]

@@ -175,6 +175,13 @@ impl Daemon {
                 "node.threads changes take effect at the next restart"
             );
         }
+        if config.node.io != self.config.node.io {
+            tracing::warn!(
+                running = ?self.config.node.io,
+                configured = ?config.node.io,
+                "node.io changes take effect at the next restart"
+            );
+        }
         let generation = snapshot::build(&config, &self.registry, &self.monitor);
 
         // Phase 1: bind what is new. Nothing running is touched, so a failure here simply

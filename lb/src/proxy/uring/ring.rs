@@ -109,7 +109,11 @@ impl Ring {
 
     fn start(&self, entry: squeue::Entry, holds: Option<u16>) -> Op {
         let slot = self.slot(holds);
-        self.push(entry.user_data(slot as u64));
+        if let Err(e) = self.push(entry.user_data(slot as u64)) {
+            // Never queued: the operation fails at once instead of waiting forever.
+            let res = -e.raw_os_error().unwrap_or(libc::EIO);
+            self.slots.borrow_mut()[slot].state = State::Done { res, flags: 0 };
+        }
         Op {
             ring: self.id,
             slot,
@@ -143,8 +147,10 @@ impl Ring {
         self.free.borrow_mut().push(slot);
     }
 
-    /// Queues one operation; submits first when the queue is full.
-    fn push(&self, entry: squeue::Entry) {
+    /// Queues one operation; submits first when the queue is full. Fails only when the
+    /// kernel keeps refusing to take the queued operations.
+    fn push(&self, entry: squeue::Entry) -> io::Result<()> {
+        let mut refused = 0;
         loop {
             // SAFETY: single-threaded, and no other handle to the submission queue is alive
             // (each use is confined to a call like this one).
@@ -155,12 +161,16 @@ impl Ring {
             if unsafe { sq.push(&entry) }.is_ok() {
                 sq.sync();
                 self.queued.set(self.queued.get() + 1);
-                return;
+                return Ok(());
             }
             drop(sq);
-            if self.submit().is_err() {
-                // The kernel refuses more work for now (completions backed up). Reap what is
-                // there, which frees room, and try again.
+            if let Err(e) = self.submit() {
+                // Completions backed up (EBUSY): reaping what is there makes room, and the
+                // next submit also flushes the overflow. Anything else will not clear up.
+                refused += 1;
+                if refused > 3 {
+                    return Err(e);
+                }
                 self.reap();
             }
         }
@@ -249,7 +259,9 @@ impl Ring {
                 let cancel = opcode::AsyncCancel::new(slot as u64)
                     .build()
                     .user_data(CANCEL);
-                self.push(cancel);
+                // Should even the cancel be refused (a kernel refusing every submit), the
+                // operation ends with its socket's next event and its completion frees the slot.
+                let _ = self.push(cancel);
                 // Submit now: a queued operation names its socket by descriptor, and the
                 // socket is about to be closed, after which the number may name another.
                 let _ = self.submit();
