@@ -4,6 +4,8 @@
 # l4bench's PIN=shared, and drives each in turn with wrk (64 connections, GET /ok), with
 # keep-alive and with a new connection per request. Prints req/s per run and medians with
 # their ratio to HAProxy. Needs gcc, liburing-dev, nginx, haproxy, wrk and a release build.
+# Tandem runs with its defaults: since the relay moved onto io_uring (one worker thread, io =
+# "auto"), "tandem" here is that relay; the recorded runs before it measured the epoll relay.
 #
 #   bench/uring/run.sh          # REPS=5 SECS=5 by default
 set -euo pipefail
