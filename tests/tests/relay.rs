@@ -405,7 +405,7 @@ fn a_backend_reset_reaches_the_client_as_a_reset(io: &str) {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
-/// Starts a node on `config` with `[node] io = io` and checks it says so in its status log
+/// Starts a node on `config` with `[node] io = io` and checks it says so in its start log
 /// line. `None` (after saying why) when io_uring is wanted but this kernel forbids it, unless
 /// TANDEM_REQUIRE_PRIVILEGED=1 (CI), where that is a failure.
 fn node_with_io(config: &str, io: &str, listen: SocketAddr) -> Option<Node> {
@@ -413,10 +413,72 @@ fn node_with_io(config: &str, io: &str, listen: SocketAddr) -> Option<Node> {
         return None;
     }
     let node = Node::start_listening(&with_io(config, io), listen);
-    let log = node.log_text();
-    assert!(
-        log.contains(&format!("io=\"{io}\"")) || log.contains(&format!("io={io}")),
-        "{log}"
-    );
+    // The start line comes after the listeners are up: wait for it rather than race it.
+    node.wait_log(&format!("io=\"{io}\""), 1);
     Some(node)
+}
+
+#[test]
+fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte_io_uring() {
+    a_backend_that_stops_reading_for_a_while_still_gets_every_byte("io_uring");
+}
+
+#[test]
+fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte_epoll() {
+    a_backend_that_stops_reading_for_a_while_still_gets_every_byte("epoll");
+}
+
+/// Small messages into a backend that stops reading: the relay's writes find the backend full
+/// and must keep what did not fit (on io_uring, off the shared buffer pool) until it drains.
+fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte(io: &str) {
+    let backend = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    backend.set_recv_buffer_size(4096).unwrap(); // inherited by accepted sockets: fills fast
+    backend
+        .bind(&SocketAddr::new(IpAddr::V4(loopback_ip()), 0).into())
+        .unwrap();
+    backend.listen(16).unwrap();
+    let backend_addr = backend.local_addr().unwrap().as_socket().unwrap();
+    let backend: std::net::TcpListener = backend.into();
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &format!(r#"[{{ addr = "{backend_addr}" }}]"#), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
+    let sink = std::thread::spawn(move || {
+        // The node's readiness probe reaches this backend too; serve the first real stream.
+        loop {
+            let (mut stream, _) = backend.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(1500)); // not reading: the relay backs up
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).unwrap();
+            if got.is_empty() {
+                continue;
+            }
+            let sum: u64 = got.iter().map(|&b| u64::from(b)).sum();
+            stream
+                .write_all(format!("{} {sum}", got.len()).as_bytes())
+                .unwrap();
+            return;
+        }
+    });
+    let mut c = Client::connect(listen).unwrap();
+    let mut expected_sum = 0u64;
+    // More than the node's send buffer towards the backend can hold (about 1-2 MiB on
+    // loopback), in pieces each smaller than one receive buffer.
+    for i in 0..500u32 {
+        let message: Vec<u8> = (0..8000u32).map(|j| ((i * 13 + j) % 251) as u8).collect();
+        expected_sum += message.iter().map(|&b| u64::from(b)).sum::<u64>();
+        c.stream.write_all(&message).unwrap();
+        // One receive per message on the node: short of a full buffer, so no switch to splice.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let answer = c
+        .read_to_end()
+        .expect("the backend's tally, then a clean close");
+    sink.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        format!("4000000 {expected_sum}")
+    );
 }

@@ -37,6 +37,8 @@ const PAGE: usize = 4096;
 /// given back with [`Buffers::give_back`]; while it is out nobody else can receive into it.
 #[derive(Debug)]
 pub struct Buf {
+    /// The ring whose pool it belongs to.
+    pub ring: u32,
     pub id: u16,
     pub len: usize,
 }
@@ -49,6 +51,8 @@ pub struct Buffers {
     /// The buffers' memory, in chunks that never move once allocated. Raw memory, not boxes:
     /// the kernel writes into it behind Rust's back.
     chunks: RefCell<Vec<*mut u8>>,
+    /// Buffers the kernel handed out with a completion and we have not given back yet.
+    out: Cell<usize>,
 }
 
 impl Buffers {
@@ -64,6 +68,7 @@ impl Buffers {
             ring,
             tail: Cell::new(0),
             chunks: RefCell::new(Vec::new()),
+            out: Cell::new(0),
         };
         // SAFETY: the ring memory is page-aligned, RING_ENTRIES entries long, and never freed
         // once registered (the ring that reads it is never torn down).
@@ -113,18 +118,39 @@ impl Buffers {
 
     /// Returns a buffer to the kernel's pool.
     pub fn give_back(&self, id: u16) {
+        self.out.set(self.out.get().saturating_sub(1));
         self.push(id, self.addr(id) as u64);
         self.publish();
     }
 
+    /// A completion carried a buffer out of the pool.
+    pub fn taken(&self) {
+        self.out.set(self.out.get() + 1);
+    }
+
+    /// Every buffer of the pool is out: the kernel's "no buffers" was not a race with one
+    /// coming back.
+    pub fn all_out(&self) -> bool {
+        self.out.get() >= self.chunks.borrow().len() * CHUNK
+    }
+
     fn push(&self, id: u16, addr: u64) {
         let tail = self.tail.get();
+        // Field by field through raw pointers, never a `&mut` to the entry: entry 0 also holds
+        // the ring's tail, which the kernel reads at any time. Offsets are those of the
+        // kernel's `struct io_uring_buf { u64 addr; u32 len; u16 bid; u16 resv; }`.
+        const _: () = assert!(size_of::<BufRingEntry>() == 16);
         // SAFETY: the index is masked into the ring; the kernel only reads slots before the
-        // published tail, and this one is past it.
-        let entry = unsafe { &mut *self.ring.add((tail & (RING_ENTRIES - 1)) as usize) };
-        entry.set_addr(addr);
-        entry.set_len(BUF_SIZE as u32);
-        entry.set_bid(id);
+        // published tail, and this one is past it; the offsets stay inside the 16-byte entry.
+        unsafe {
+            let entry = self
+                .ring
+                .add((tail & (RING_ENTRIES - 1)) as usize)
+                .cast::<u8>();
+            entry.cast::<u64>().write(addr);
+            entry.add(8).cast::<u32>().write(BUF_SIZE as u32);
+            entry.add(12).cast::<u16>().write(id);
+        }
         self.tail.set(tail.wrapping_add(1));
     }
 

@@ -1,10 +1,13 @@
 //! The relay on io_uring: the same contract as [`crate::proxy::relay`] (half-close, idle
 //! timeout, counters, resets passed on), with receives and sends queued on the thread's ring.
 //!
-//! Each direction is a loop: receive into a pool buffer, send it on (again if the send was
-//! partial), give the buffer back, receive again. A receive that fills a whole buffer marks a
-//! bulk stream, which then moves by splice(2) through the epoll path until it goes quiet, as
-//! on the epoll relay: zero-copy beats batching once the bytes are many.
+//! Each direction is a loop: receive into a pool buffer, send it on, give the buffer back,
+//! receive again. A send that finds the destination full does not wait holding the pool
+//! buffer: the unsent rest moves to a buffer of the connection's own, written out through the
+//! epoll path as the destination drains (as on the epoll relay), so peers that stop reading
+//! cannot drain the shared pool. A receive that fills a whole buffer marks a bulk stream,
+//! which then moves by splice(2) through the epoll path until it goes quiet, as on the epoll
+//! relay: zero-copy beats batching once the bytes are many.
 
 use std::future::poll_fn;
 use std::io;
@@ -147,26 +150,25 @@ async fn pump(
         };
         moved.store(true, Relaxed);
         let bulk = buf.len == BUF_SIZE;
-        let mut sent = 0;
-        while sent < buf.len {
-            let (result, back) = ring::send(dst.as_raw_fd(), buf, sent).await;
-            buf = back;
-            match result {
-                Ok(0) => {
-                    ring::give_back(buf);
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                Ok(n) => {
-                    sent += n;
-                    count(n);
-                }
-                Err(e) => {
-                    ring::give_back(buf);
-                    return Err(e);
-                }
+        let (result, back) = ring::send(dst.as_raw_fd(), buf, 0).await;
+        buf = back;
+        let sent = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                ring::give_back(buf);
+                return Err(e);
             }
+        };
+        count(sent);
+        if sent < buf.len {
+            // The destination is full: keep the rest ourselves and free the pool buffer.
+            let rest = ring::copy_out(&buf, sent);
+            ring::give_back(buf);
+            write_all_when_writable(dst, &rest, &count).await?;
+        } else {
+            ring::give_back(buf);
         }
-        ring::give_back(buf);
         if bulk && splice_while_streaming(src, dst, &count).await? {
             break;
         }
@@ -177,6 +179,27 @@ async fn pump(
         socket2::SockRef::from(dst).shutdown(Shutdown::Write)?;
     }
     this.done.store(true, Relaxed);
+    Ok(())
+}
+
+/// Writes `bytes` to `dst` as it drains (readiness through epoll).
+async fn write_all_when_writable(
+    dst: &TcpStream,
+    mut bytes: &[u8],
+    count: &impl Fn(usize),
+) -> io::Result<()> {
+    while !bytes.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                count(n);
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -202,6 +225,11 @@ async fn splice_while_streaming(
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(true)),
                 Poll::Ready(Ok(_)) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // The thread's turn is used up (tokio's cooperative budget), not the stream:
+                // yield and carry on splicing.
+                Poll::Pending if !tokio::task::coop::has_budget_remaining() => {
+                    return Poll::Pending;
+                }
                 // Quiet: the pipe is empty (drained above); back to receiving on the ring.
                 Poll::Pending => return Poll::Ready(Ok(false)),
             }

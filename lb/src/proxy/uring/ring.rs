@@ -2,8 +2,9 @@
 //!
 //! Operations are queued in the submission ring as the relay asks for them and handed to the
 //! kernel in one `io_uring_enter` when the thread is about to sleep ([`flush`], run from
-//! tokio's park hook), so a busy thread pays one system call for a whole batch of receives
-//! and sends instead of one each. The ring's descriptor sits in tokio's epoll set: when
+//! tokio's park hook) or, should the thread stay busy, when the driver task's turn comes (the
+//! first queued operation wakes it), so a busy thread pays one system call for a whole batch
+//! of receives and sends instead of one each. The ring's descriptor sits in tokio's epoll set: when
 //! completions arrive, [`drive`] reaps them and wakes the tasks waiting on them.
 //!
 //! An operation outlives the future that started it when that future is dropped (a relay
@@ -75,8 +76,9 @@ struct Ring {
     buffers: Buffers,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
-    /// Operations queued since the last submit.
-    queued: Cell<u32>,
+    /// Woken by the first operation queued after a submit, so a thread that never parks
+    /// still submits (on the driver task's turn).
+    flusher: Cell<Option<Waker>>,
 }
 
 /// What a receive brought.
@@ -95,6 +97,9 @@ impl Ring {
     fn new() -> io::Result<Self> {
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
+            // An entry that fails to start (a closed descriptor, say) must not hold back the
+            // entries queued behind it: each gets its own completion.
+            .setup_submit_all()
             .build(SQ_ENTRIES)?;
         let buffers = Buffers::register(&uring)?;
         Ok(Self {
@@ -103,7 +108,7 @@ impl Ring {
             buffers,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            queued: Cell::new(0),
+            flusher: Cell::new(None),
         })
     }
 
@@ -159,8 +164,11 @@ impl Ring {
             // owners wait for this operation or cancel it before closing) stay valid until
             // it completes.
             if unsafe { sq.push(&entry) }.is_ok() {
+                let first = sq.len() == 1;
                 sq.sync();
-                self.queued.set(self.queued.get() + 1);
+                if first && let Some(flusher) = self.flusher.take() {
+                    flusher.wake();
+                }
                 return Ok(());
             }
             drop(sq);
@@ -178,18 +186,40 @@ impl Ring {
 
     /// Hands everything queued to the kernel.
     fn submit(&self) -> io::Result<()> {
-        if self.queued.get() == 0 && !self.overflowed() {
+        if self.pending() == 0 && !self.overflowed() {
             return Ok(());
         }
         loop {
             match self.uring.submit() {
-                Ok(_) => {
-                    self.queued.set(0);
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Entries queued and not yet taken by the kernel.
+    fn pending(&self) -> usize {
+        // SAFETY: as in `push`.
+        unsafe { self.uring.submission_shared() }.len()
+    }
+
+    /// Submits until the kernel has taken every queued entry, reaping between tries to make
+    /// room. For the moments a queued entry must not outlive its descriptor.
+    fn submit_everything(&self) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            let result = self.submit();
+            if self.pending() == 0 {
+                return Ok(());
+            }
+            tries += 1;
+            if tries > 8 {
+                return Err(result
+                    .err()
+                    .unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+            }
+            self.reap();
         }
     }
 
@@ -217,6 +247,9 @@ impl Ring {
                 else {
                     continue;
                 };
+                if cqueue::buffer_select(cqe.flags()).is_some() {
+                    self.buffers.taken();
+                }
                 match std::mem::replace(&mut slot.state, State::Free) {
                     State::Waiting(waker) => {
                         slot.state = State::Done {
@@ -262,9 +295,12 @@ impl Ring {
                 // Should even the cancel be refused (a kernel refusing every submit), the
                 // operation ends with its socket's next event and its completion frees the slot.
                 let _ = self.push(cancel);
-                // Submit now: a queued operation names its socket by descriptor, and the
-                // socket is about to be closed, after which the number may name another.
-                let _ = self.submit();
+                // Submit now, all of it: a queued operation names its socket by descriptor,
+                // and the socket is about to be closed, after which the number may name
+                // another connection's socket.
+                if let Err(e) = self.submit_everything() {
+                    tracing::error!(error = %e, "io_uring refuses submissions: an operation on a closing socket stays queued");
+                }
             }
             State::Orphaned | State::Free => {}
         }
@@ -293,11 +329,13 @@ pub async fn recv(fd: RawFd) -> Received {
     let Some(op) = with_ring(None, |ring| ring.start(entry, None)) else {
         return Received::Failed(no_ring());
     };
+    let op_ring = op.ring;
     let (res, flags) = op.await;
     let picked = cqueue::buffer_select(flags);
     if res > 0 {
         if let Some(id) = picked {
             return Received::Data(Buf {
+                ring: op_ring,
                 id,
                 len: res as usize,
             });
@@ -305,7 +343,11 @@ pub async fn recv(fd: RawFd) -> Received {
         return Received::Failed(io::Error::other("receive completed without a buffer"));
     }
     if let Some(id) = picked {
-        give_back(Buf { id, len: 0 });
+        give_back(Buf {
+            ring: op_ring,
+            id,
+            len: 0,
+        });
     }
     match res {
         0 => Received::End,
@@ -315,11 +357,14 @@ pub async fn recv(fd: RawFd) -> Received {
 }
 
 /// Sends `buf[from..]` to `fd`; resolves to the bytes sent and the buffer, handed back.
+///
+/// The send does not wait for room: on a full socket it ends at once with what fitted (or
+/// `WouldBlock`), so a pool buffer is never held hostage by a peer that stopped reading.
 pub async fn send(fd: RawFd, buf: Buf, from: usize) -> (io::Result<usize>, Buf) {
-    let op = with_ring(None, |ring| {
+    let op = with_ring(Some(buf.ring), |ring| {
         let data = &ring.buffers.bytes(&buf)[from..];
         let entry = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build();
         ring.start(entry, Some(buf.id))
     });
@@ -335,14 +380,32 @@ pub async fn send(fd: RawFd, buf: Buf, from: usize) -> (io::Result<usize>, Buf) 
     (sent, buf)
 }
 
-/// Returns a received buffer to the pool once its bytes are sent on.
-pub fn give_back(buf: Buf) {
-    with_ring(None, |ring| ring.buffers.give_back(buf.id));
+/// The bytes a received buffer holds (a copy).
+pub fn copy_out(buf: &Buf, from: usize) -> Vec<u8> {
+    with_ring(Some(buf.ring), |ring| {
+        ring.buffers.bytes(buf)[from..].to_vec()
+    })
+    .unwrap_or_default()
 }
 
-/// Adds buffers to the pool after the kernel found it empty; false at the pool's limit.
+/// Returns a received buffer to the pool once its bytes are sent on.
+pub fn give_back(buf: Buf) {
+    with_ring(Some(buf.ring), |ring| ring.buffers.give_back(buf.id));
+}
+
+/// After the kernel found the pool empty: adds buffers if every one is still out (none came
+/// back since), so a burst of receives failing together grows the pool once, not once each.
+/// True when receiving again now can succeed; false when the pool is at its limit with every
+/// buffer out.
 pub fn grow_buffers() -> bool {
-    with_ring(None, |ring| ring.buffers.grow()).unwrap_or(false)
+    with_ring(None, |ring| {
+        if ring.buffers.all_out() {
+            ring.buffers.grow()
+        } else {
+            true
+        }
+    })
+    .unwrap_or(false)
 }
 
 fn no_ring() -> io::Error {
@@ -423,10 +486,24 @@ pub fn flush() {
     });
 }
 
-/// Reaps completions whenever the ring's descriptor turns readable.
+/// Reaps completions whenever the ring's descriptor turns readable, and submits what was
+/// queued whenever it is woken for that.
 async fn drive(id: u32, fd: AsyncFd<RingFd>) {
     loop {
-        let mut ready = match fd.readable().await {
+        let readable = std::future::poll_fn(|cx| {
+            let polled = with_ring(Some(id), |ring| {
+                if ring.pending() > 0 {
+                    let _ = ring.submit();
+                }
+                ring.flusher.set(Some(cx.waker().clone()));
+            });
+            if polled.is_none() {
+                return Poll::Ready(Err(no_ring()));
+            }
+            fd.poll_read_ready(cx)
+        })
+        .await;
+        let mut ready = match readable {
             Ok(ready) => ready,
             Err(e) => {
                 tracing::error!(error = %e, "io_uring completions can no longer be awaited");
