@@ -165,11 +165,13 @@ async fn pump(
             // The destination is full: keep the rest ourselves and free the pool buffer.
             let rest = ring::copy_out(&buf, sent);
             ring::give_back(buf);
-            write_all_when_writable(dst, &rest, &count).await?;
+            // Boxed, like the splice below: rare paths, kept out of every idle session's
+            // future (memory per idle connection is a figure operators compare).
+            Box::pin(write_all_when_writable(dst, &rest, &count)).await?;
         } else {
             ring::give_back(buf);
         }
-        if bulk && splice_while_streaming(src, dst, &count).await? {
+        if bulk && Box::pin(splice_while_streaming(src, dst, &count)).await? {
             break;
         }
     }
