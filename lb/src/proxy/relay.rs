@@ -119,35 +119,59 @@ pub async fn relay(
         if moved {
             last_activity = Instant::now();
         }
-        // The timer is re-armed only when it fires, not on every transfer: a busy connection
-        // touches the timer wheel once per idle period at most.
-        while idle.as_mut().poll(cx).is_ready() {
-            let at = deadline(last_activity, idle_timeout);
-            if Instant::now() >= at {
-                return Poll::Ready(End::Idle);
-            }
-            idle.as_mut().reset(at);
+        if idle_for(idle.as_mut(), cx, last_activity, idle_timeout) {
+            return Poll::Ready(End::Idle);
         }
         Poll::Pending
     })
     .await;
 
-    if matches!(end, End::Failed(_)) {
-        // Pass an abort on as an abort: a peer whose incoming stream was cut short sees a
-        // reset, not a clean end of stream it could take for a complete response. A peer that
-        // already received everything and our FIN keeps its clean close.
-        if !down.done {
-            let _ = client.set_zero_linger();
-        }
-        if !up.done {
-            let _ = backend.set_zero_linger();
-        }
-    }
+    pass_abort_on(&end, client, backend, down.done, up.done);
     Outcome {
         end,
         client_to_backend: up.bytes,
         backend_to_client: down.bytes,
     }
+}
+
+/// After a failed relay, passes the abort on as an abort: a peer whose incoming stream was cut
+/// short sees a reset, not a clean end of stream it could take for a complete response. A peer
+/// that already received everything and our FIN (`to_client_done`, `to_backend_done`) keeps
+/// its clean close.
+pub(crate) fn pass_abort_on(
+    end: &End,
+    client: &TcpStream,
+    backend: &TcpStream,
+    to_client_done: bool,
+    to_backend_done: bool,
+) {
+    if matches!(end, End::Failed(_)) {
+        if !to_client_done {
+            let _ = client.set_zero_linger();
+        }
+        if !to_backend_done {
+            let _ = backend.set_zero_linger();
+        }
+    }
+}
+
+/// Whether nothing has moved for `timeout` since `last_activity`, with `idle` as the timer
+/// that wakes the relay to ask. The timer is re-armed only when it fires, not on every
+/// transfer: a busy connection touches the timer wheel once per idle period at most.
+pub(crate) fn idle_for(
+    mut idle: Pin<&mut tokio::time::Sleep>,
+    cx: &mut Context<'_>,
+    last_activity: Instant,
+    timeout: Duration,
+) -> bool {
+    while idle.as_mut().poll(cx).is_ready() {
+        let at = deadline(last_activity, timeout);
+        if Instant::now() >= at {
+            return true;
+        }
+        idle.as_mut().reset(at);
+    }
+    false
 }
 
 /// `from + timeout`, saturating far in the future instead of overflowing.

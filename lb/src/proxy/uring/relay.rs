@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::buffers::BUF_SIZE;
 use super::ring::{self, Received};
-use crate::proxy::relay::{End, Meters, Outcome, deadline};
+use crate::proxy::relay::{End, Meters, Outcome, deadline, idle_for, pass_abort_on};
 use crate::proxy::splice::Pipe;
 
 /// How long a receive waits before asking again when every pool buffer is out (the pool is
@@ -91,27 +91,20 @@ pub async fn relay(
         if moved.swap(false, Relaxed) {
             last_activity = Instant::now();
         }
-        // As on the epoll relay, the timer is re-armed only when it fires.
-        while idle.as_mut().poll(cx).is_ready() {
-            let at = deadline(last_activity, idle_timeout);
-            if Instant::now() >= at {
-                return Poll::Ready(End::Idle);
-            }
-            idle.as_mut().reset(at);
+        if idle_for(idle.as_mut(), cx, last_activity, idle_timeout) {
+            return Poll::Ready(End::Idle);
         }
         Poll::Pending
     })
     .await;
 
-    if matches!(end, End::Failed(_)) {
-        // A peer whose incoming stream was cut short sees a reset (see the epoll relay).
-        if !down.done.load(Relaxed) {
-            let _ = client.set_zero_linger();
-        }
-        if !up.done.load(Relaxed) {
-            let _ = backend.set_zero_linger();
-        }
-    }
+    pass_abort_on(
+        &end,
+        client,
+        backend,
+        down.done.load(Relaxed),
+        up.done.load(Relaxed),
+    );
     Outcome {
         end,
         client_to_backend: up.bytes.load(Relaxed),
