@@ -2,8 +2,8 @@
 //!
 //! Operations are queued in the submission ring as the relay asks for them and handed to the
 //! kernel in one `io_uring_enter` when the thread is about to sleep ([`flush`], run from
-//! tokio's park hook) or, should the thread stay busy, when the driver task's turn comes (the
-//! first queued operation wakes it), so a busy thread pays one system call for a whole batch
+//! tokio's park hook) or, should the thread stay busy, when the driver task's turn comes (a
+//! backlog of queued operations wakes it), so a busy thread pays one system call for a whole batch
 //! of receives and sends instead of one each. The ring's descriptor sits in tokio's epoll set: when
 //! completions arrive, [`drive`] reaps them and wakes the tasks waiting on them.
 //!
@@ -38,6 +38,10 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion ring size. Completions beyond it wait in the kernel (no loss) until the next
 /// `io_uring_enter`.
 const CQ_ENTRIES: u32 = 16 * 1024;
+
+/// Queued operations that wake the driver to submit them without waiting for the thread to
+/// park. Below it the park hook submits: one bigger batch is cheaper than several small ones.
+const FLUSH_BACKLOG: usize = 16;
 
 /// `user_data` of cancel requests, whose own completions carry nothing we wait for.
 const CANCEL: u64 = u64::MAX;
@@ -76,8 +80,8 @@ struct Ring {
     buffers: Buffers,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
-    /// Woken by the first operation queued after a submit, so a thread that never parks
-    /// still submits (on the driver task's turn).
+    /// Woken when operations back up in the queue, so a thread that never parks still
+    /// submits (on the driver task's turn).
     flusher: Cell<Option<Waker>>,
 }
 
@@ -164,9 +168,9 @@ impl Ring {
             // owners wait for this operation or cancel it before closing) stay valid until
             // it completes.
             if unsafe { sq.push(&entry) }.is_ok() {
-                let first = sq.len() == 1;
+                let backlog = sq.len() == FLUSH_BACKLOG;
                 sq.sync();
-                if first && let Some(flusher) = self.flusher.take() {
+                if backlog && let Some(flusher) = self.flusher.take() {
                     flusher.wake();
                 }
                 return Ok(());
