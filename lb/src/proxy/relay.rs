@@ -36,13 +36,13 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buffer() -> Box<[u8]> {
+pub(crate) fn take_buffer() -> Box<[u8]> {
     SPARE
         .with_borrow_mut(|spare| spare.pop())
         .unwrap_or_else(|| vec![0; BUF_SIZE].into_boxed_slice())
 }
 
-fn give_back_buffer(buf: Box<[u8]>) {
+pub(crate) fn give_back_buffer(buf: Box<[u8]>) {
     SPARE.with_borrow_mut(|spare| {
         if spare.len() < SPARE_MAX {
             spare.push(buf);

@@ -579,7 +579,6 @@ pub fn with_io(config: &str, io: &str) -> String {
 
 /// Whether this kernel lets the tests' process set up an io_uring. When it does not, says why
 /// and returns false, or fails under TANDEM_REQUIRE_PRIVILEGED=1 (CI, where it must).
-#[allow(dead_code)] // not every test file that includes `common` uses it
 pub fn io_uring_usable() -> bool {
     match io_uring::IoUring::new(8) {
         Ok(_) => true,

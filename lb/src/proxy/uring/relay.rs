@@ -23,7 +23,9 @@ use tokio::time::Instant;
 
 use super::buffers::BUF_SIZE;
 use super::ring::{self, Received};
-use crate::proxy::relay::{End, Meters, Outcome, deadline, idle_for, pass_abort_on};
+use crate::proxy::relay::{
+    End, Meters, Outcome, deadline, give_back_buffer, idle_for, pass_abort_on, take_buffer,
+};
 use crate::proxy::splice::Pipe;
 
 /// How long a receive waits before asking again when every pool buffer is out (the pool is
@@ -155,12 +157,16 @@ async fn pump(
         };
         count(sent);
         if sent < buf.len {
-            // The destination is full: keep the rest ourselves and free the pool buffer.
-            let rest = ring::copy_out(&buf, sent);
+            // The destination is full: keep the rest in a back-pressure buffer of the epoll
+            // relay's (reused per thread) and free the pool buffer.
+            let mut own = take_buffer();
+            let kept = ring::copy_into(&buf, sent, &mut own);
             ring::give_back(buf);
             // Boxed, like the splice below: rare paths, kept out of every idle session's
             // future (memory per idle connection is a figure operators compare).
-            Box::pin(write_all_when_writable(dst, &rest, &count)).await?;
+            let written = Box::pin(write_all_when_writable(dst, &own[..kept], &count)).await;
+            give_back_buffer(own);
+            written?;
         } else {
             ring::give_back(buf);
         }

@@ -384,12 +384,15 @@ pub async fn send(fd: RawFd, buf: Buf, from: usize) -> (io::Result<usize>, Buf) 
     (sent, buf)
 }
 
-/// The bytes a received buffer holds (a copy).
-pub fn copy_out(buf: &Buf, from: usize) -> Vec<u8> {
+/// Copies `buf[from..]` into `out` (as much as fits); returns the bytes copied.
+pub fn copy_into(buf: &Buf, from: usize, out: &mut [u8]) -> usize {
     with_ring(Some(buf.ring), |ring| {
-        ring.buffers.bytes(buf)[from..].to_vec()
+        let rest = &ring.buffers.bytes(buf)[from..];
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        n
     })
-    .unwrap_or_default()
+    .unwrap_or(0)
 }
 
 /// Returns a received buffer to the pool once its bytes are sent on.
