@@ -147,11 +147,22 @@ fn backend_max_conns_overflows_to_the_next_backend() {
 }
 
 #[test]
-fn proxy_protocol_v1_tells_the_backend_who_the_client_is() {
+fn proxy_protocol_v1_tells_the_backend_who_the_client_is_io_uring() {
+    proxy_protocol_v1_tells_the_backend_who_the_client_is("io_uring");
+}
+
+#[test]
+fn proxy_protocol_v1_tells_the_backend_who_the_client_is_epoll() {
+    proxy_protocol_v1_tells_the_backend_who_the_client_is("epoll");
+}
+
+fn proxy_protocol_v1_tells_the_backend_who_the_client_is(io: &str) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = simple_config(listen, &backend_list(&[&a]), r#"proxy_protocol = "v1""#);
-    let _node = Node::start_listening(&config, listen);
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
     let mut c = Client::connect(listen).unwrap();
     assert_eq!(c.backend_name().unwrap(), "a");
     // The echo backend sends back what it received first: the header.
@@ -240,7 +251,18 @@ fn bulk_streams_arrive_intact_in_both_directions(io: &str) {
 }
 
 #[test]
-fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere() {
+fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_io_uring() {
+    a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere("io_uring");
+}
+
+#[test]
+fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_epoll() {
+    a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere("epoll");
+}
+
+/// On io_uring the time limit is a timeout linked to the connect in the kernel; on epoll, a
+/// timer of tokio's. Both must give up on the silent backend and retry the client.
+fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere(io: &str) {
     // A listener that never accepts, with its accept queue filled: the kernel then drops
     // further SYNs, so a connect to it hangs, like a host that vanished.
     let blackhole =
@@ -265,7 +287,9 @@ fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere() 
     let backends = format!(r#"[{{ addr = "{hole}" }}, {{ addr = "{}" }}]"#, good.addr);
     let config = simple_config(listen, &backends, "")
         .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"");
-    let node = Node::start_listening(&config, listen);
+    let Some(node) = node_with_io(&config, io, listen) else {
+        return;
+    };
     for _ in 0..4 {
         assert_eq!(which_backend(listen).unwrap(), "good");
     }
@@ -480,5 +504,81 @@ fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte(io: &str) {
     assert_eq!(
         String::from_utf8_lossy(&answer),
         format!("4000000 {expected_sum}")
+    );
+}
+
+#[test]
+fn short_connections_the_backend_closes_first_all_succeed_io_uring() {
+    short_connections_the_backend_closes_first_all_succeed("io_uring");
+}
+
+#[test]
+fn short_connections_the_backend_closes_first_all_succeed_epoll() {
+    short_connections_the_backend_closes_first_all_succeed("epoll");
+}
+
+/// HTTP/1.0 style traffic from many clients at once: each connection carries one request,
+/// the backend answers and closes, and the client hangs up as soon as it has the answer,
+/// racing the FIN the node passes on. Sockets are opened and closed back to back, so a
+/// socket operation that lands after its descriptor was closed (and the number reused by
+/// the next connection) breaks some other client: every one must get its answer.
+fn short_connections_the_backend_closes_first_all_succeed(io: &str) {
+    const CLIENTS: u32 = 8;
+    const EACH: u32 = 250;
+    let backend = std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(loopback_ip()), 0))
+        .expect("bind backend");
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Answers each request with "re:" and the request, then closes. Ends with the test.
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut request = [0u8; 64];
+                if let Ok(n) = stream.read(&mut request)
+                    && n > 0
+                {
+                    let _ = stream.write_all(&[b"re:", &request[..n]].concat());
+                }
+            });
+        }
+    });
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &format!(r#"[{{ addr = "{backend_addr}" }}]"#), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for n in 0..EACH {
+                    let request = format!("client {id} request {n}");
+                    let answer = (|| {
+                        let mut c = Client::connect(listen)?;
+                        c.stream.write_all(request.as_bytes())?;
+                        let mut answer = vec![0u8; request.len() + 3];
+                        c.stream.read_exact(&mut answer)?;
+                        Ok::<_, std::io::Error>(answer)
+                    })();
+                    match answer {
+                        Ok(a) if a == format!("re:{request}").as_bytes() => {}
+                        other => failures.push(format!("{request}: {other:?}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed, first: {:?}",
+        failures.len(),
+        CLIENTS * EACH,
+        failures.first()
     );
 }

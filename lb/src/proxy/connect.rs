@@ -5,26 +5,30 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
 
+use super::transport::Transport;
 use crate::pool::Slot;
 use crate::snapshot::ServiceRuntime;
 
-/// Connects to `addr`, giving up after `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_nodelay(true)?;
-    match tokio::time::timeout(timeout, socket.connect(addr)).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer within {}", humantime::format_duration(timeout)),
-        )),
-    }
+/// Connects to `addr` over transport `T`, giving up after `timeout`.
+pub async fn connect<T: Transport>(addr: SocketAddr, timeout: Duration) -> io::Result<T::Stream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    T::connect(socket, addr, timeout).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::TimedOut {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// Why no backend connection could be made for a client.
@@ -39,10 +43,10 @@ pub enum NoBackend {
 /// Picks a backend for `client` and connects, moving on to another backend when a connect
 /// fails, up to `retries` extra attempts. Returns the backend's connection slot (held until
 /// dropped) and the stream.
-pub async fn connect_any(
+pub async fn connect_any<T: Transport>(
     service: &ServiceRuntime,
     client: SocketAddr,
-) -> Result<(Slot<'_>, TcpStream), NoBackend> {
+) -> Result<(Slot<'_>, T::Stream), NoBackend> {
     let pool = &service.pool;
     let config = &service.config;
     // Allocates only when a backend fails or is full: the common path stays allocation-free.
@@ -59,7 +63,7 @@ pub async fn connect_any(
             continue;
         };
         let addr = backend.state.addr;
-        match connect(addr, config.connect_timeout).await {
+        match connect::<T>(addr, config.connect_timeout).await {
             Ok(stream) => {
                 backend.state.consecutive_failures.store(0, Relaxed);
                 backend.state.total.fetch_add(1, Relaxed);

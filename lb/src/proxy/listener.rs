@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,7 +55,7 @@ pub fn bind(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Bound>
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     let control = socket.try_clone()?;
-    let listener = TcpListener::from_std(socket.into())?;
+    let listener = register(socket)?;
     Ok(Bound {
         listener,
         control,
@@ -62,10 +63,18 @@ pub fn bind(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Bound>
     })
 }
 
+/// Registers a listening socket with tokio's reactor, for accept readiness.
+#[allow(unsafe_code)]
+fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: a `Socket` owns its descriptor, so it stays open and names the same socket
+    // until the AsyncFd drops it or hands it back (`into_inner`).
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
+}
+
 /// A bound, listening socket not yet accepting.
 #[derive(Debug)]
 pub struct Bound {
-    listener: TcpListener,
+    listener: AsyncFd<Socket>,
     /// A duplicate of the descriptor, to change socket options in place later.
     control: Socket,
     backlog: u32,
@@ -135,8 +144,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While held at `max_conns`, look at the (possibly reloaded) limit again this often.
 const LIMIT_RECHECK: Duration = Duration::from_secs(1);
 
+/// Accepts one queued client, non-blocking and close-on-exec in the same call. The socket
+/// is handed over unregistered: the session's transport decides whether it joins epoll.
+fn accept(listener: &Socket) -> io::Result<(Socket, SocketAddr)> {
+    let (socket, peer) = listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
+    Ok((socket, peer))
+}
+
+/// Waits for a client and accepts it.
+async fn accept_next(listener: &AsyncFd<Socket>) -> io::Result<(Socket, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| accept(l.get_ref())) {
+            Ok(accepted) => return accepted,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<Socket>,
     binding: Arc<ArcSwap<ServiceRuntime>>,
     stop: CancellationToken,
     sessions: TaskTracker,
@@ -163,7 +193,7 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             _ = &mut stopped => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept_next(&listener) => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -206,21 +236,18 @@ async fn accept_loop(
 
 /// Accepts whatever the kernel already queued before the socket closes: closing a listener
 /// resets the connections still in its queue, and those clients did nothing wrong.
-fn serve_queued(listener: TcpListener, binding: &ArcSwap<ServiceRuntime>, sessions: &TaskTracker) {
+fn serve_queued(
+    listener: AsyncFd<Socket>,
+    binding: &ArcSwap<ServiceRuntime>,
+    sessions: &TaskTracker,
+) {
     let service = binding.load_full();
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
+    let listener = listener.into_inner();
     let mut served = 0usize;
-    while let Ok((stream, peer)) = listener.accept() {
-        let stream = stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(stream));
-        if let Ok(stream) = stream {
-            service.stats.connection_opened();
-            sessions.spawn(session::serve(stream, peer, service.clone()));
-            served += 1;
-        }
+    while let Ok((socket, peer)) = accept(&listener) {
+        service.stats.connection_opened();
+        sessions.spawn(session::serve(socket, peer, service.clone()));
+        served += 1;
     }
     tracing::info!(listen = %service.config.listen, queued_served = served, "listener closed");
 }

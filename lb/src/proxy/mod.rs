@@ -6,4 +6,5 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod session;
 pub mod splice;
+pub mod transport;
 pub mod uring;

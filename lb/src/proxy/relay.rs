@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
@@ -140,19 +141,24 @@ pub async fn relay(
 /// its clean close.
 pub(crate) fn pass_abort_on(
     end: &End,
-    client: &TcpStream,
-    backend: &TcpStream,
+    client: &impl AsFd,
+    backend: &impl AsFd,
     to_client_done: bool,
     to_backend_done: bool,
 ) {
     if matches!(end, End::Failed(_)) {
         if !to_client_done {
-            let _ = client.set_zero_linger();
+            reset_on_close(client);
         }
         if !to_backend_done {
-            let _ = backend.set_zero_linger();
+            reset_on_close(backend);
         }
     }
+}
+
+/// Makes closing `socket` send a reset instead of a FIN (SO_LINGER with a zero timeout).
+pub(crate) fn reset_on_close(socket: &impl AsFd) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// Whether nothing has moved for `timeout` since `last_activity`, with `idle` as the timer

@@ -2,29 +2,46 @@
 //! PROXY header, relay, count.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use socket2::Socket;
 
 use super::connect::{NoBackend, connect_any};
 use super::proxy_protocol;
-use super::relay::{End, Meters, relay};
-use super::uring;
+use super::relay::{End, Meters, reset_on_close};
+use super::transport::{Epoll, Transport};
+use super::uring::{self, Uring};
 use crate::snapshot::ServiceRuntime;
 
-/// Serves one accepted client with the service generation current at accept time.
+/// Serves one accepted client with the service generation current at accept time, on the
+/// thread's io_uring when it has one, else on epoll.
 ///
 /// The caller has already counted the connection as open (`connection_opened`) at accept time,
 /// so that `max_conns` holds even before this task first runs; it is counted closed here.
-pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<ServiceRuntime>) {
-    let mut client = ResetIfAbandoned(client);
+pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
+    if uring::installed() {
+        serve_on::<Uring>(client, peer, service).await
+    } else {
+        serve_on::<Epoll>(client, peer, service).await
+    }
+}
+
+async fn serve_on<T: Transport>(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
     let stats = &service.stats;
     let _closed = OnDrop(|| stats.connection_closed());
     // TCP_NODELAY is inherited from the listening socket (see `listener::bind`).
+    let mut client = match T::adopt(client) {
+        Ok(stream) => ResetIfAbandoned(stream),
+        Err(e) => {
+            tracing::warn!(service = %service.config.name, client = %peer, error = %e,
+                "accepted connection could not be set up: closed");
+            return;
+        }
+    };
 
-    let (slot, upstream) = match connect_any(&service, peer).await {
+    let (slot, upstream) = match connect_any::<T>(&service, peer).await {
         Ok(found) => found,
         Err(why) => {
             stats.refused.fetch_add(1, Relaxed);
@@ -35,7 +52,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<ServiceRunt
                     client = %peer, error = %e, "out of local resources: client refused"),
             }
             // A reset tells the client at once that nobody will answer (no hang, no half-open).
-            let _ = client.0.set_zero_linger();
+            reset_on_close(&client.0);
             return;
         }
     };
@@ -43,11 +60,15 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<ServiceRunt
     let mut upstream = ResetIfAbandoned(upstream);
 
     if let Some(version) = service.config.proxy_protocol {
-        let local = client.0.local_addr().unwrap_or(service.config.listen);
+        let local = socket2::SockRef::from(&client.0)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(service.config.listen);
         let header = proxy_protocol::header(version, peer, local);
-        if let Err(e) = upstream.0.write_all(&header).await {
+        if let Err(e) = T::write_all(&mut upstream.0, &header).await {
             tracing::debug!(backend = %backend.state.addr, error = %e, "PROXY header not sent");
-            let _ = client.0.set_zero_linger();
+            reset_on_close(&client.0);
             return;
         }
     }
@@ -57,11 +78,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<ServiceRunt
         backend_to_client: [&stats.bytes_out, &backend.state.bytes_out],
     };
     let idle_timeout = service.config.idle_timeout;
-    let outcome = if uring::installed() {
-        uring::relay(&client.0, &upstream.0, idle_timeout, meters).await
-    } else {
-        relay(&mut client.0, &mut upstream.0, idle_timeout, true, meters).await
-    };
+    let outcome = T::relay(&mut client.0, &mut upstream.0, idle_timeout, meters).await;
     match outcome.end {
         End::Finished => {}
         End::Idle => {
@@ -85,12 +102,12 @@ pub fn abandon_open_sessions() {
 }
 
 /// A session's socket that is reset, not closed cleanly, if the node abandons the session.
-struct ResetIfAbandoned(TcpStream);
+struct ResetIfAbandoned<S: AsFd>(S);
 
-impl Drop for ResetIfAbandoned {
+impl<S: AsFd> Drop for ResetIfAbandoned<S> {
     fn drop(&mut self) {
         if ABANDONING.load(Relaxed) {
-            let _ = self.0.set_zero_linger();
+            reset_on_close(&self.0);
         }
     }
 }

@@ -11,7 +11,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 
 use super::buffers::BUF_SIZE;
 use super::ring::{self, Received};
+use super::stream::RingStream;
 use crate::proxy::relay::{
     End, Meters, Outcome, deadline, give_back_buffer, idle_for, pass_abort_on, take_buffer,
 };
@@ -43,8 +43,8 @@ struct Direction {
 
 /// Relays until both directions finish, one fails, or nothing moves for `idle_timeout`.
 pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
+    client: &RingStream,
+    backend: &RingStream,
     idle_timeout: Duration,
     meters: Meters<'_>,
 ) -> Outcome {
@@ -116,8 +116,8 @@ pub async fn relay(
 
 /// Moves bytes from `src` to `dst` until `src` ends, then passes the FIN on.
 async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &RingStream,
+    dst: &RingStream,
     this: &Direction,
     other: &Direction,
     moved: &AtomicBool,
@@ -164,27 +164,31 @@ async fn pump(
             ring::give_back(buf);
             // Boxed, like the splice below: rare paths, kept out of every idle session's
             // future (memory per idle connection is a figure operators compare).
-            let written = Box::pin(write_all_when_writable(dst, &own[..kept], &count)).await;
+            let written = match dst.epoll() {
+                Ok(dst) => Box::pin(write_all_when_writable(dst, &own[..kept], &count)).await,
+                Err(e) => Err(e),
+            };
             give_back_buffer(own);
             written?;
         } else {
             ring::give_back(buf);
         }
-        if bulk && Box::pin(splice_while_streaming(src, dst, &count)).await? {
+        if bulk && Box::pin(splice_while_streaming(src.epoll()?, dst.epoll()?, &count)).await? {
             break;
         }
     }
     // End of stream. When the other direction is finished too, the relay ends now and closing
     // the sockets sends this FIN; a shutdown would be a wasted syscall.
     if !other.done.load(Relaxed) {
-        socket2::SockRef::from(dst).shutdown(Shutdown::Write)?;
+        // A plain system call: the ring would hand a shutdown to a kernel worker thread.
+        socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write)?;
     }
     this.done.store(true, Relaxed);
     Ok(())
 }
 
 /// Writes `bytes` to `dst` as it drains (readiness through epoll).
-async fn write_all_when_writable(
+pub(super) async fn write_all_when_writable(
     dst: &TcpStream,
     mut bytes: &[u8],
     count: &impl Fn(usize),

@@ -20,12 +20,15 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use socket2::SockAddr;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -43,8 +46,9 @@ const CQ_ENTRIES: u32 = 16 * 1024;
 /// park. Below it the park hook submits: one bigger batch is cheaper than several small ones.
 const FLUSH_BACKLOG: usize = 16;
 
-/// `user_data` of cancel requests, whose own completions carry nothing we wait for.
-const CANCEL: u64 = u64::MAX;
+/// `user_data` of operations nobody waits for (cancels, linked timeouts, shutdowns, closes):
+/// their completions are skipped.
+const IGNORED: u64 = u64::MAX;
 
 thread_local! {
     /// Set once and never dropped: after the ring's descriptor closes, the kernel may still
@@ -72,6 +76,15 @@ struct Slot {
     state: State,
     /// A buffer the kernel reads from while the operation runs (a send's data).
     holds: Option<u16>,
+    /// A connect's address and time limit, which the kernel reads when it takes the entry:
+    /// kept here, not in the future, which may be dropped before the ring is submitted.
+    connect: Option<Box<ConnectArgs>>,
+}
+
+/// What a connect entry points to.
+struct ConnectArgs {
+    addr: SockAddr,
+    timeout: types::Timespec,
 }
 
 struct Ring {
@@ -118,7 +131,13 @@ impl Ring {
 
     fn start(&self, entry: squeue::Entry, holds: Option<u16>) -> Op {
         let slot = self.slot(holds);
-        if let Err(e) = self.push(entry.user_data(slot as u64)) {
+        self.start_in(slot, &[entry.user_data(slot as u64)])
+    }
+
+    /// Queues `entries` (an operation, or one linked to its timeout) for the operation in
+    /// `slot`, failing it at once when they cannot be queued.
+    fn start_in(&self, slot: usize, entries: &[squeue::Entry]) -> Op {
+        if let Err(e) = self.push(entries) {
             // Never queued: the operation fails at once instead of waiting forever.
             let res = -e.raw_os_error().unwrap_or(libc::EIO);
             self.slots.borrow_mut()[slot].state = State::Done { res, flags: 0 };
@@ -135,6 +154,7 @@ impl Ring {
         let fresh = Slot {
             state: State::Waiting(None),
             holds,
+            connect: None,
         };
         match self.free.borrow_mut().pop() {
             Some(i) => {
@@ -152,23 +172,26 @@ impl Ring {
         self.slots.borrow_mut()[slot] = Slot {
             state: State::Free,
             holds: None,
+            connect: None,
         };
         self.free.borrow_mut().push(slot);
     }
 
-    /// Queues one operation; submits first when the queue is full. Fails only when the
-    /// kernel keeps refusing to take the queued operations.
-    fn push(&self, entry: squeue::Entry) -> io::Result<()> {
+    /// Queues entries, all together (a linked pair must not be split by a submit); submits
+    /// first when the queue has no room. Fails only when the kernel keeps refusing to take
+    /// the queued operations.
+    fn push(&self, entries: &[squeue::Entry]) -> io::Result<()> {
         let mut refused = 0;
         loop {
             // SAFETY: single-threaded, and no other handle to the submission queue is alive
             // (each use is confined to a call like this one).
             let mut sq = unsafe { self.uring.submission_shared() };
-            // SAFETY: the entry's pointers (buffers in the pool, descriptors of sockets whose
-            // owners wait for this operation or cancel it before closing) stay valid until
-            // it completes.
-            if unsafe { sq.push(&entry) }.is_ok() {
-                let backlog = sq.len() == FLUSH_BACKLOG;
+            // SAFETY: the entry's pointers (buffers in the pool, a connect's arguments in its
+            // slot) stay valid until it completes, and so do the descriptors it names: their
+            // owners wait for the operation, or cancel it, and close through the ring behind it.
+            if unsafe { sq.push_multiple(entries) }.is_ok() {
+                let before = sq.len() - entries.len();
+                let backlog = before < FLUSH_BACKLOG && sq.len() >= FLUSH_BACKLOG;
                 sq.sync();
                 if backlog && let Some(flusher) = self.flusher.take() {
                     flusher.wake();
@@ -242,7 +265,7 @@ impl Ring {
             let cq = unsafe { self.uring.completion_shared() };
             let mut slots = self.slots.borrow_mut();
             for cqe in cq {
-                if cqe.user_data() == CANCEL {
+                if cqe.user_data() == IGNORED {
                     continue;
                 }
                 let Some(slot) = usize::try_from(cqe.user_data())
@@ -295,10 +318,10 @@ impl Ring {
             State::Waiting(_) => {
                 let cancel = opcode::AsyncCancel::new(slot as u64)
                     .build()
-                    .user_data(CANCEL);
+                    .user_data(IGNORED);
                 // Should even the cancel be refused (a kernel refusing every submit), the
                 // operation ends with its socket's next event and its completion frees the slot.
-                let _ = self.push(cancel);
+                let _ = self.push(&[cancel]);
                 // Submit now, all of it: a queued operation names its socket by descriptor,
                 // and the socket is about to be closed, after which the number may name
                 // another connection's socket.
@@ -382,6 +405,57 @@ pub async fn send(fd: RawFd, buf: Buf, from: usize) -> (io::Result<usize>, Buf) 
         Ok(res as usize)
     };
     (sent, buf)
+}
+
+/// Connects `fd` to `addr`, giving up after `timeout`. The time limit is a timeout linked to
+/// the connect in the kernel, so a connection costs no timer of ours.
+pub async fn connect(fd: RawFd, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    let op = with_ring(None, |ring| {
+        let slot = ring.slot(None);
+        let args = Box::new(ConnectArgs {
+            addr: SockAddr::from(addr),
+            timeout: types::Timespec::from(timeout),
+        });
+        let entries = [
+            opcode::Connect::new(types::Fd(fd), args.addr.as_ptr().cast(), args.addr.len())
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(slot as u64),
+            opcode::LinkTimeout::new(&args.timeout)
+                .build()
+                .user_data(IGNORED),
+        ];
+        // The box's contents do not move when it does: the pointers above stay valid.
+        ring.slots.borrow_mut()[slot].connect = Some(args);
+        ring.start_in(slot, &entries)
+    });
+    let Some(op) = op else {
+        return Err(no_ring());
+    };
+    match op.await.0 {
+        0 => Ok(()),
+        // The linked timeout fired and cancelled the connect.
+        e if -e == libc::ECANCELED => Err(io::ErrorKind::TimedOut.into()),
+        e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}
+
+/// Closes `fd` with the next submission, after every entry queued before it (which may
+/// still name the descriptor). Until then the number stays taken, so nothing can reuse it.
+///
+/// Only operations the kernel starts at once during the submit may precede a close: one it
+/// hands to a worker thread (a shutdown, say) looks the descriptor up later, and would find
+/// the closed number reused by another connection's socket.
+pub fn close(fd: OwnedFd) {
+    let raw = fd.as_raw_fd();
+    let entry = opcode::Close::new(types::Fd(raw))
+        .build()
+        .user_data(IGNORED);
+    if with_ring(None, |ring| ring.push(&[entry]).is_ok()) == Some(true) {
+        // The ring closes it now.
+        let _ = fd.into_raw_fd();
+    }
+    // Otherwise `fd` drops here and closes at once.
 }
 
 /// Copies `buf[from..]` into `out` (as much as fits); returns the bytes copied.
