@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
@@ -45,6 +45,10 @@ const CQ_ENTRIES: u32 = 16 * 1024;
 /// Queued operations that wake the driver to submit them without waiting for the thread to
 /// park. Below it the park hook submits: one bigger batch is cheaper than several small ones.
 const FLUSH_BACKLOG: usize = 16;
+
+/// io_uring_enter's flag to collect completions (and, on a deferring ring, to run the work
+/// that produces them).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// `user_data` of operations nobody waits for (cancels, linked timeouts, shutdowns, closes):
 /// their completions are skipped.
@@ -90,6 +94,10 @@ struct ConnectArgs {
 struct Ring {
     id: u32,
     uring: IoUring,
+    /// Completions are posted only when this thread enters the ring with GETEVENTS.
+    defer: bool,
+    /// The eventfd the kernel signals for this ring: what the driver task waits on.
+    signal: OwnedFd,
     buffers: Buffers,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
@@ -112,16 +120,39 @@ impl Ring {
     /// Sets up a ring and its buffer pool. Fails where io_uring is missing or forbidden
     /// (old kernels, `kernel.io_uring_disabled`, container seccomp profiles).
     fn new() -> io::Result<Self> {
-        let uring = IoUring::builder()
+        let mut builder = IoUring::builder();
+        builder
             .setup_cqsize(CQ_ENTRIES)
             // An entry that fails to start (a closed descriptor, say) must not hold back the
             // entries queued behind it: each gets its own completion.
-            .setup_submit_all()
-            .build(SQ_ENTRIES)?;
+            .setup_submit_all();
+        let mut deferred = builder.clone();
+        // The kernel finishes an operation (a receive whose socket got data, say) only when
+        // this thread next enters the ring, instead of interrupting the thread the moment the
+        // data arrives, when the sending CPU may still hold the socket's lock. Since 6.1.
+        deferred
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag();
+        let (uring, defer) = match deferred.build(SQ_ENTRIES) {
+            Ok(uring) => (uring, true),
+            Err(_) => (builder.build(SQ_ENTRIES)?, false),
+        };
         let buffers = Buffers::register(&uring)?;
+        // Signalled when completions, or work that will produce them, are waiting.
+        // SAFETY: eventfd has no memory arguments; the descriptor it returns is ours.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let signal = unsafe { OwnedFd::from_raw_fd(raw) };
+        uring.submitter().register_eventfd(signal.as_raw_fd())?;
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Relaxed),
             uring,
+            defer,
+            signal,
             buffers,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
@@ -213,16 +244,40 @@ impl Ring {
 
     /// Hands everything queued to the kernel.
     fn submit(&self) -> io::Result<()> {
-        if self.pending() == 0 && !self.overflowed() {
+        if self.pending() == 0 && !self.overflowed() && !self.work_waiting() {
             return Ok(());
         }
+        self.enter()
+    }
+
+    /// Submits what is queued and, on a deferring ring, has the kernel finish the work
+    /// waiting for this thread, posting its completions.
+    fn enter(&self) -> io::Result<()> {
+        let getevents = if self.defer || self.overflowed() {
+            IORING_ENTER_GETEVENTS
+        } else {
+            0
+        };
         loop {
-            match self.uring.submit() {
+            let to_submit = self.pending() as u32;
+            // SAFETY: no argument pointer; every queued entry is valid (see `push`).
+            let entered = unsafe {
+                self.uring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, 0, getevents, None)
+            };
+            match entered {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the kernel holds finished work for this thread to collect (a deferring ring).
+    fn work_waiting(&self) -> bool {
+        // SAFETY: as in `push`.
+        self.defer && unsafe { self.uring.submission_shared() }.taskrun()
     }
 
     /// Entries queued and not yet taken by the kernel.
@@ -546,10 +601,10 @@ impl Drop for Op {
 /// current-thread runtime built with `on_thread_park(flush)`.
 pub fn install() -> io::Result<()> {
     let ring = Ring::new()?;
-    // SAFETY: the ring is never dropped (see CURRENT), so its descriptor stays open and names
-    // the same ring for as long as the AsyncFd lives.
+    // SAFETY: the ring is never dropped (see CURRENT), so its eventfd stays open and names
+    // the same eventfd for as long as the AsyncFd lives.
     let fd = unsafe {
-        AsyncFd::register_with_interest(RingFd(ring.uring.as_raw_fd()), Interest::READABLE)
+        AsyncFd::register_with_interest(RingFd(ring.signal.as_raw_fd()), Interest::READABLE)
     }
     .map_err(io::Error::from)?;
     let id = ring.id;
@@ -558,17 +613,24 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
-/// Submits what this thread queued. Runs each time the thread is about to wait for events.
+/// Submits what this thread queued, and collects what the kernel finished meanwhile. Runs
+/// each time the thread is about to wait for events: a session woken here runs at once
+/// (tokio then does not sleep), without a round through epoll.
 pub fn flush() {
     with_ring(None, |ring| {
         if let Err(e) = ring.submit() {
             tracing::debug!(error = %e, "io_uring submit deferred");
         }
+        ring.reap();
     });
 }
 
-/// Reaps completions whenever the ring's descriptor turns readable, and submits what was
-/// queued whenever it is woken for that.
+/// Collects completions whenever the ring's eventfd is signalled (on a deferring ring, the
+/// kernel then holds finished work that this thread's next enter turns into completions),
+/// and submits what was queued whenever it is woken for that.
+///
+/// The eventfd's count is never read: tokio's epoll registration is edge-triggered, and
+/// every signal is a new edge.
 async fn drive(id: u32, fd: AsyncFd<RingFd>) {
     loop {
         let readable = std::future::poll_fn(|cx| {
@@ -592,6 +654,11 @@ async fn drive(id: u32, fd: AsyncFd<RingFd>) {
             }
         };
         let reaped = with_ring(Some(id), |ring| {
+            if ring.defer
+                && let Err(e) = ring.enter()
+            {
+                tracing::debug!(error = %e, "io_uring enter failed; retried at the next wake");
+            }
             ring.reap();
             if ring.overflowed() {
                 // Completions the ring had no room for come back with the next enter.
