@@ -1,11 +1,14 @@
 //! One io_uring per data-plane thread, driven from inside the tokio runtime.
 //!
-//! Operations are queued in the submission ring as the relay asks for them and handed to the
+//! Operations are queued in the submission ring as sessions ask for them and handed to the
 //! kernel in one `io_uring_enter` when the thread is about to sleep ([`flush`], run from
-//! tokio's park hook) or, should the thread stay busy, when the driver task's turn comes (a
-//! backlog of queued operations wakes it), so a busy thread pays one system call for a whole batch
-//! of receives and sends instead of one each. The ring's descriptor sits in tokio's epoll set: when
-//! completions arrive, [`drive`] reaps them and wakes the tasks waiting on them.
+//! tokio's park hook, which also collects what completed) or, should the thread stay busy,
+//! when the driver task's turn comes (a backlog of queued operations wakes it), so a busy
+//! thread pays one system call for a whole batch of receives and sends instead of one each.
+//! The kernel signals an eventfd in tokio's epoll set when there is something to collect;
+//! [`drive`] then enters the ring, reaps the completions and wakes the tasks waiting on them.
+//! Where the kernel allows it (6.1 and later) the ring defers its completion work to those
+//! enters rather than interrupting the thread as packets arrive.
 //!
 //! An operation outlives the future that started it when that future is dropped (a relay
 //! ended by its idle timeout, say): its slot is then marked orphaned, the kernel is asked to
@@ -50,7 +53,7 @@ const FLUSH_BACKLOG: usize = 16;
 /// that produces them).
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
-/// `user_data` of operations nobody waits for (cancels, linked timeouts, shutdowns, closes):
+/// `user_data` of operations nobody waits for (cancels, linked timeouts, closes):
 /// their completions are skipped.
 const IGNORED: u64 = u64::MAX;
 
