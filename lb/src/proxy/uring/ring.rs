@@ -381,8 +381,10 @@ impl Ring {
                 // operation ends with its socket's next event and its completion frees the slot.
                 let _ = self.push(&[cancel]);
                 // Submit now, all of it: a queued operation names its socket by descriptor,
-                // and the socket is about to be closed, after which the number may name
-                // another connection's socket.
+                // and the socket may be about to close. A `RingStream` closes through the ring,
+                // behind this entry, and needs no more; a descriptor closed any other way
+                // would free its number while the operation still waits to name it. Orphans
+                // come from aborts and timeouts, off the per-request path.
                 if let Err(e) = self.submit_everything() {
                     tracing::error!(error = %e, "io_uring refuses submissions: an operation on a closing socket stays queued");
                 }
