@@ -579,9 +579,17 @@ pub fn with_io(config: &str, io: &str) -> String {
 
 /// Whether this kernel lets the tests' process set up an io_uring. When it does not, says why
 /// and returns false, or fails under TANDEM_REQUIRE_PRIVILEGED=1 (CI, where it must).
+///
+/// The probe ring is made and dropped on a thread of its own that then ends. Dropped on the
+/// test's thread, the ring's teardown would later post that thread a signal-like task-work
+/// notice, and a blocking socket read with a timeout (as `Client` sets) then fails with EINTR
+/// instead of being restarted: a test failing for the probe's sake, not the proxy's.
 pub fn io_uring_usable() -> bool {
-    match io_uring::IoUring::new(8) {
-        Ok(_) => true,
+    let probe = thread::spawn(|| io_uring::IoUring::new(8).map(drop))
+        .join()
+        .expect("the io_uring probe thread");
+    match probe {
+        Ok(()) => true,
         Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
             panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
         }
