@@ -120,9 +120,10 @@ pub enum Received {
 }
 
 impl Ring {
-    /// Sets up a ring and its buffer pool. Fails where io_uring is missing or forbidden
-    /// (old kernels, `kernel.io_uring_disabled`, container seccomp profiles).
-    fn new() -> io::Result<Self> {
+    /// Sets up a ring and its buffer pool, deferring completion work where the kernel allows
+    /// it and `may_defer` says so. Fails where io_uring is missing or forbidden (old kernels,
+    /// `kernel.io_uring_disabled`, container seccomp profiles).
+    fn new(may_defer: bool) -> io::Result<Self> {
         let mut builder = IoUring::builder();
         builder
             .setup_cqsize(CQ_ENTRIES)
@@ -137,9 +138,14 @@ impl Ring {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag();
-        let (uring, defer) = match deferred.build(SQ_ENTRIES) {
-            Ok(uring) => (uring, true),
-            Err(_) => (builder.build(SQ_ENTRIES)?, false),
+        let deferred = if may_defer {
+            deferred.build(SQ_ENTRIES).ok()
+        } else {
+            None
+        };
+        let (uring, defer) = match deferred {
+            Some(uring) => (uring, true),
+            None => (builder.build(SQ_ENTRIES)?, false),
         };
         let buffers = Buffers::register(&uring)?;
         // Signalled when completions, or work that will produce them, are waiting.
@@ -605,7 +611,13 @@ impl Drop for Op {
 /// Sets up this thread's ring and starts the task that reaps it. Call from inside a
 /// current-thread runtime built with `on_thread_park(flush)`.
 pub fn install() -> io::Result<()> {
-    let ring = Ring::new()?;
+    install_ring(true)
+}
+
+/// `install`, with deferral allowed or not: the tests run the ring both ways, since kernels
+/// before 6.1 only have the second.
+fn install_ring(may_defer: bool) -> io::Result<()> {
+    let ring = Ring::new(may_defer)?;
     // SAFETY: the ring is never dropped (see CURRENT), so its eventfd stays open and names
     // the same eventfd for as long as the AsyncFd lives.
     let fd = unsafe {
@@ -710,9 +722,16 @@ mod tests {
             .unwrap()
     }
 
-    fn ring_or_skip() -> bool {
-        match install() {
-            Ok(()) => true,
+    /// Installs this thread's ring, deferring or not. A kernel that has deferral (6.1 on)
+    /// must give it when asked: a ring that silently never defers would pass every other test.
+    fn ring_or_skip(may_defer: bool) -> bool {
+        match install_ring(may_defer) {
+            Ok(()) => {
+                let deferring = with_ring(None, |ring| ring.defer).unwrap();
+                let expected = may_defer && kernel_at_least(6, 1);
+                assert_eq!(deferring, expected, "the ring defers where asked and able");
+                true
+            }
             Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
                 panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
             }
@@ -723,10 +742,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn holding_more_buffers_than_the_first_chunk_grows_the_pool() {
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        found >= (major, minor)
+    }
+
+    /// Two test functions running `$body(may_defer)` on a deferring ring and on a plain one.
+    macro_rules! both_rings {
+        ($body:ident, $deferring:ident, $plain:ident) => {
+            #[test]
+            fn $deferring() {
+                $body(true);
+            }
+
+            #[test]
+            fn $plain() {
+                $body(false);
+            }
+        };
+    }
+
+    both_rings!(
+        holding_more_buffers_than_the_first_chunk_grows_the_pool,
+        holding_more_buffers_than_the_first_chunk_grows_the_pool_deferring,
+        holding_more_buffers_than_the_first_chunk_grows_the_pool_plain
+    );
+
+    fn holding_more_buffers_than_the_first_chunk_grows_the_pool(may_defer: bool) {
         runtime().block_on(async {
-            if !ring_or_skip() {
+            if !ring_or_skip(may_defer) {
                 return;
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -766,10 +814,17 @@ mod tests {
         });
     }
 
-    #[test]
-    fn a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works() {
+    both_rings!(
+        a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works,
+        a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works_deferring,
+        a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works_plain
+    );
+
+    fn a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works(
+        may_defer: bool,
+    ) {
         runtime().block_on(async {
-            if !ring_or_skip() {
+            if !ring_or_skip(may_defer) {
                 return;
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -791,6 +846,119 @@ mod tests {
                 }
                 _ => panic!("the bytes sent after the cancel arrive at the next receive"),
             }
+        });
+    }
+
+    both_rings!(
+        a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly,
+        a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly_deferring,
+        a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly_plain
+    );
+
+    /// Every operation the relay uses, on one connection: connect, receive, send back the
+    /// received buffer, see the peer's FIN, close through the ring.
+    fn a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly(may_defer: bool) {
+        use tokio::io::AsyncReadExt;
+        runtime().block_on(async {
+            if !ring_or_skip(may_defer) {
+                return;
+            }
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM.nonblocking(),
+                None,
+            )
+            .unwrap();
+            let patience = Duration::from_secs(10);
+            connect(socket.as_raw_fd(), listener.local_addr().unwrap(), patience)
+                .await
+                .expect("connected through the ring");
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let fd = socket.as_raw_fd();
+            for round in 0..200u32 {
+                let message = format!("message {round}");
+                peer.write_all(message.as_bytes()).await.unwrap();
+                let mut echoed = vec![0u8; message.len()];
+                let mut got = 0;
+                while got < message.len() {
+                    let buf = match tokio::time::timeout(patience, recv(fd)).await {
+                        Ok(Received::Data(buf)) => buf,
+                        Ok(Received::NoBuffers) => {
+                            assert!(grow_buffers());
+                            continue;
+                        }
+                        Ok(Received::End) => panic!("round {round}: ended early"),
+                        Ok(Received::Failed(e)) => panic!("round {round}: {e}"),
+                        Err(_) => panic!("round {round}: no completion (a lost wake-up?)"),
+                    };
+                    let (sent, buf) = send(fd, buf, 0).await;
+                    assert_eq!(sent.unwrap(), buf.len, "a small send fits at once");
+                    give_back(buf);
+                    got += peer.read(&mut echoed[got..]).await.unwrap();
+                }
+                assert_eq!(echoed, message.as_bytes(), "round {round}");
+            }
+            peer.shutdown().await.unwrap();
+            match tokio::time::timeout(patience, recv(fd)).await {
+                Ok(Received::End) => {}
+                _ => panic!("the peer's FIN arrives as the end"),
+            }
+            close(socket.into());
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(patience, peer.read_to_end(&mut rest)).await;
+            assert_eq!(
+                read.unwrap().unwrap(),
+                0,
+                "closed through the ring: a clean EOF"
+            );
+        });
+    }
+
+    both_rings!(
+        a_connect_nobody_answers_ends_with_its_linked_timeout,
+        a_connect_nobody_answers_ends_with_its_linked_timeout_deferring,
+        a_connect_nobody_answers_ends_with_its_linked_timeout_plain
+    );
+
+    fn a_connect_nobody_answers_ends_with_its_linked_timeout(may_defer: bool) {
+        runtime().block_on(async {
+            if !ring_or_skip(may_defer) {
+                return;
+            }
+            // A listener that never accepts, its queue full: the kernel drops further SYNs.
+            let hole =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            hole.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                .unwrap();
+            hole.listen(0).unwrap();
+            let addr = hole.local_addr().unwrap().as_socket().unwrap();
+            let mut fillers = Vec::new();
+            for _ in 0..4 {
+                let s = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM.nonblocking(),
+                    None,
+                )
+                .unwrap();
+                let _ = s.connect(&addr.into());
+                fillers.push(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM.nonblocking(),
+                None,
+            )
+            .unwrap();
+            let limit = Duration::from_millis(200);
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(10),
+                connect(socket.as_raw_fd(), addr, limit),
+            )
+            .await
+            .expect("the kernel's timeout ends the connect, not ours");
+            assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::TimedOut);
         });
     }
 }
