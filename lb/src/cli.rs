@@ -208,7 +208,7 @@ pub fn main() -> ExitCode {
             admin_port,
         } => {
             logging::init(cli.log_format);
-            let runtime = match build_runtime(1) {
+            let runtime = match build_runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -238,7 +238,7 @@ fn admin_call(
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match build_runtime(1) {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -350,7 +350,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(config: Config, path: &Path) -> ExitCode {
-    let runtime = match build_runtime(config.node.threads) {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -365,28 +365,23 @@ fn run(config: Config, path: &Path) -> ExitCode {
     }
 }
 
-/// One thread: a current-thread runtime, everything on the main thread with no cross-thread
-/// hand-offs (the fastest placement when the node has a single core to itself). More: a
-/// work-stealing runtime with that many workers.
-///
-/// The current-thread runtime submits the thread's io_uring operations (if the daemon set a
-/// ring up) each time it is about to wait for events: one system call per batch.
-pub fn build_runtime(threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let built = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(uring::flush)
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    built.map_err(|e| {
+/// The main thread's runtime: the whole node with `threads = 1`, its control plane with more
+/// (the data threads then run runtimes of their own, see [`crate::workers`]).
+pub fn build_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime_for_one_thread().map_err(|e| {
         eprintln!("tandem: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// A current-thread runtime: everything on one thread, with no cross-thread hand-offs. It
+/// submits the thread's io_uring operations (if the thread has a ring) each time it is about
+/// to wait for events: one system call per batch.
+pub fn runtime_for_one_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(uring::flush)
+        .build()
 }
 
 /// Lifts the soft open-files limit to the hard one: each proxied connection holds two

@@ -25,6 +25,7 @@ use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
 use crate::sd_notify;
 use crate::snapshot::{self, ServiceRuntime};
+use crate::workers::{Workers, WorkersError};
 
 /// Why a start or reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +42,8 @@ pub enum DaemonError {
     Failover(#[from] FailoverError),
     #[error("{0}")]
     AdminToken(std::io::Error),
-    #[error("io = \"io_uring\" but this node cannot use io_uring: {0}")]
-    IoUring(std::io::Error),
+    #[error(transparent)]
+    Workers(#[from] WorkersError),
     #[error("admin API: cannot listen on {addr}: {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -77,6 +78,8 @@ pub struct Daemon {
     config: Config,
     registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, Listener>,
+    /// The data runtimes: every listening address gets one socket on each.
+    shards: Vec<tokio::runtime::Handle>,
     sessions: TaskTracker,
     monitor: Monitor,
     /// The running config, for tasks that need it between reloads.
@@ -85,8 +88,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Binds every service of `config` and starts accepting. Must run inside the runtime.
-    pub fn start(config: Config, config_path: &Path) -> Result<Self, DaemonError> {
+    /// Binds every service of `config` and starts accepting on each of `shards` (the data
+    /// runtimes, see [`Workers::handles`]). Must run inside the control runtime.
+    pub fn start(
+        config: Config,
+        config_path: &Path,
+        shards: Vec<tokio::runtime::Handle>,
+    ) -> Result<Self, DaemonError> {
         let empty = Config {
             node: config.node.clone(),
             services: Vec::new(),
@@ -103,6 +111,7 @@ impl Daemon {
             config: empty,
             registry,
             listeners: HashMap::new(),
+            shards,
             sessions: TaskTracker::new(),
             monitor,
             running,
@@ -192,13 +201,13 @@ impl Daemon {
         for service in &generation {
             let c = &service.config;
             if !self.listeners.contains_key(&c.listen) {
-                let bound = listener::bind(c.listen, c.backlog, c.freebind).map_err(|source| {
-                    DaemonError::Bind {
+                let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.shards).map_err(
+                    |source| DaemonError::Bind {
                         service: c.name.clone(),
                         addr: c.listen,
                         source,
-                    }
-                })?;
+                    },
+                )?;
                 fresh.push((service.clone(), bound));
             }
         }
@@ -292,8 +301,13 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
 
     let token = resolve_token(&config).map_err(DaemonError::AdminToken)?;
-    let io = start_io(&config.node)?;
-    let daemon = Daemon::start(config, config_path)?;
+    let workers = if config.node.threads > 1 {
+        Workers::start(config.node.threads, config.node.io)?
+    } else {
+        Workers::here(config.node.io)?
+    };
+    let io = workers.io();
+    let daemon = Daemon::start(config, config_path, workers.handles().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
     let (roles, roles_rx) = watch::channel(Roles::new());
@@ -355,6 +369,8 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let deadline = node.daemon.config().node.drain_timeout;
     tracing::info!("{signal_name}: no longer accepting");
     let left = node.daemon.shutdown(deadline).await;
+    // What the drain left open is dropped with the data threads' runtimes, as resets.
+    workers.stop();
     node.admin.stop();
     if left > 0 {
         tracing::warn!(
@@ -516,29 +532,6 @@ impl AdminServer {
 
     fn stop(&self) {
         self.stop.cancel();
-    }
-}
-
-/// Sets up io_uring for the relay where `[node] io` allows it and the node can use it, and
-/// says which way bytes will move. Must run on the runtime `cli::build_runtime` made: its
-/// park hook submits what the relay queues.
-fn start_io(node: &config::NodeConfig) -> Result<&'static str, DaemonError> {
-    use crate::config::IoMode;
-    use crate::proxy::uring;
-    // A ring belongs to one thread; the work-stealing runtime moves tasks between threads.
-    if node.io == IoMode::Epoll || node.threads > 1 {
-        return Ok("epoll");
-    }
-    if uring::installed() {
-        return Ok("io_uring");
-    }
-    match uring::install() {
-        Ok(()) => Ok("io_uring"),
-        Err(e) if node.io == IoMode::IoUring => Err(DaemonError::IoUring(e)),
-        Err(e) => {
-            tracing::info!(error = %e, "io_uring not available: relaying with epoll");
-            Ok("epoll")
-        }
     }
 }
 

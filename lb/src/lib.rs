@@ -22,3 +22,4 @@ pub mod registry;
 pub mod sd_notify;
 pub mod snapshot;
 pub mod stats;
+pub mod workers;

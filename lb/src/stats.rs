@@ -29,6 +29,20 @@ impl ServiceStats {
         self.active.fetch_add(1, Relaxed);
     }
 
+    /// Counts a connection open if fewer than `max` are (0: no limit). One atomic step, so
+    /// accept loops on several threads never take more than `max` between them.
+    pub fn try_open(&self, max: u32) -> bool {
+        let max = u64::from(max);
+        let taken = self
+            .active
+            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+            .is_ok();
+        if taken {
+            self.accepted.fetch_add(1, Relaxed);
+        }
+        taken
+    }
+
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
         self.slot_freed.notify_one();

@@ -80,9 +80,21 @@ fn idle_connections_are_closed_after_idle_timeout(io: &str) {
 
 #[test]
 fn service_max_conns_holds_extra_clients_until_a_slot_frees() {
+    service_max_conns_holds_extra_clients_until_a_slot_frees_on(1);
+}
+
+/// Each data thread accepts on a socket of its own; between them they still serve no more
+/// than `max_conns` at once.
+#[test]
+fn service_max_conns_holds_across_two_data_threads() {
+    service_max_conns_holds_extra_clients_until_a_slot_frees_on(2);
+}
+
+fn service_max_conns_holds_extra_clients_until_a_slot_frees_on(threads: usize) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = simple_config(listen, &backend_list(&[&a]), "max_conns = 2");
+    let config = with_threads(&config, threads);
     let _node = Node::start_listening(&config, listen);
     wait_until("the readiness probe to finish", || {
         a.accepted() >= 1 && a.open() == 0
@@ -337,23 +349,35 @@ fn freebind_lets_a_standby_listen_on_an_address_it_does_not_hold() {
 
 #[test]
 fn many_clients_talking_at_once_each_get_their_own_bytes_back_io_uring() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring");
+    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring", 1);
 }
 
 #[test]
 fn many_clients_talking_at_once_each_get_their_own_bytes_back_epoll() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll");
+    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll", 1);
+}
+
+#[test]
+fn many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_io_uring() {
+    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring", 2);
+}
+
+#[test]
+fn many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_epoll() {
+    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll", 2);
 }
 
 /// Small messages from many connections at once: on io_uring their receives and sends share
 /// batches and pool buffers, and no byte may end up on another connection or out of order.
-fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str) {
+/// With several data threads, every thread must take its share of the clients.
+fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str, threads: usize) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), "");
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let config = with_threads(&simple_config(listen, &backend_list(&[&a]), ""), threads);
+    let Some(node) = node_with_io(&config, io, listen) else {
         return;
     };
+    let before = node.data_thread_runs();
     let clients: Vec<_> = (0..32u32)
         .map(|id| {
             std::thread::spawn(move || {
@@ -376,6 +400,24 @@ fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str) {
         .collect();
     for client in clients {
         client.join().expect("every client got its own bytes back");
+    }
+    if threads > 1 {
+        let after = node.data_thread_runs();
+        assert_eq!(
+            after.len(),
+            threads,
+            "one data thread per `threads`: {after:?}"
+        );
+        for ((name, was), (_, now)) in before.iter().zip(&after) {
+            // 32 clients hashed over the threads' sockets: each thread gets some (all on one
+            // has odds of 2 in 2^32) and then sleeps and wakes dozens of times (17 and more
+            // seen) as its clients wait on the backend. A thread with no client stays asleep.
+            assert!(
+                now - was > 4,
+                "{name} ran {} times under load: it served no clients",
+                now - was
+            );
+        }
     }
 }
 
@@ -509,12 +551,17 @@ fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte(io: &str) {
 
 #[test]
 fn short_connections_the_backend_closes_first_all_succeed_io_uring() {
-    short_connections_the_backend_closes_first_all_succeed("io_uring");
+    short_connections_the_backend_closes_first_all_succeed("io_uring", 1);
 }
 
 #[test]
 fn short_connections_the_backend_closes_first_all_succeed_epoll() {
-    short_connections_the_backend_closes_first_all_succeed("epoll");
+    short_connections_the_backend_closes_first_all_succeed("epoll", 1);
+}
+
+#[test]
+fn short_connections_on_two_data_threads_all_succeed_io_uring() {
+    short_connections_the_backend_closes_first_all_succeed("io_uring", 2);
 }
 
 /// HTTP/1.0 style traffic from many clients at once: each connection carries one request,
@@ -522,7 +569,7 @@ fn short_connections_the_backend_closes_first_all_succeed_epoll() {
 /// racing the FIN the node passes on. Sockets are opened and closed back to back, so a
 /// socket operation that lands after its descriptor was closed (and the number reused by
 /// the next connection) breaks some other client: every one must get its answer.
-fn short_connections_the_backend_closes_first_all_succeed(io: &str) {
+fn short_connections_the_backend_closes_first_all_succeed(io: &str, threads: usize) {
     const CLIENTS: u32 = 8;
     const EACH: u32 = 250;
     let backend = std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(loopback_ip()), 0))
@@ -545,6 +592,7 @@ fn short_connections_the_backend_closes_first_all_succeed(io: &str) {
     });
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = simple_config(listen, &format!(r#"[{{ addr = "{backend_addr}" }}]"#), "");
+    let config = with_threads(&config, threads);
     let Some(_node) = node_with_io(&config, io, listen) else {
         return;
     };

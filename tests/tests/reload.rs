@@ -46,6 +46,17 @@ fn names(listen: SocketAddr, n: usize) -> HashSet<String> {
 
 #[test]
 fn reload_adds_and_removes_services_and_backends() {
+    reload_adds_and_removes_services_and_backends_on(1);
+}
+
+/// Every data thread has a socket of each service: all of them start with a new service,
+/// and all of them close with a removed one (one left open would take every client).
+#[test]
+fn reload_adds_and_removes_services_on_every_data_thread() {
+    reload_adds_and_removes_services_and_backends_on(2);
+}
+
+fn reload_adds_and_removes_services_and_backends_on(threads: usize) {
     let (a, b, c) = (
         Backend::start("a"),
         Backend::start("b"),
@@ -53,7 +64,10 @@ fn reload_adds_and_removes_services_and_backends() {
     );
     let ip = IpAddr::V4(loopback_ip());
     let (l1, l2) = (free_addr(ip), free_addr(ip));
-    let node = Node::start_listening(&simple_config(l1, &backend_list(&[&a]), ""), l1);
+    let one = |backends: &[&Backend]| {
+        with_threads(&simple_config(l1, &backend_list(backends), ""), threads)
+    };
+    let node = Node::start_listening(&one(&[&a]), l1);
     assert_eq!(names(l1, 4), HashSet::from(["a".to_owned()]));
     assert!(
         TcpStream::connect(l2).is_err(),
@@ -62,6 +76,7 @@ fn reload_adds_and_removes_services_and_backends() {
 
     // Add a backend to the first service and a whole second service.
     let grown = two_service_config(l1, &backend_list(&[&a, &b]), l2, &backend_list(&[&c]));
+    let grown = with_threads(&grown, threads);
     node.reload(&grown);
     node.wait_log("configuration reloaded", 1);
     assert_eq!(
@@ -75,7 +90,7 @@ fn reload_adds_and_removes_services_and_backends() {
     assert_eq!(open.backend_name().unwrap(), "c");
 
     // Remove backend `a` and the second service.
-    node.reload(&simple_config(l1, &backend_list(&[&b]), ""));
+    node.reload(&one(&[&b]));
     node.wait_log("configuration reloaded", 2);
     assert_eq!(names(l1, 4), HashSet::from(["b".to_owned()]));
     wait_until("the removed service to stop listening", || {
@@ -122,9 +137,8 @@ fn no_connection_fails_while_the_config_is_reloaded_under_load() {
     let ip = IpAddr::V4(loopback_ip());
     let (l1, l2) = (free_addr(ip), free_addr(ip));
     // The two configs differ in pools, services, algorithm and, for the kept listener, its
-    // backlog: every reload also rebinds that listener (a new SO_REUSEPORT socket takes over
-    // and the old one hands over what is queued), the riskiest path for a client. Two worker
-    // threads, so the multi-threaded runtime is the one under test.
+    // backlog (changed in place on each of its sockets). Two data threads, each accepting on
+    // a socket of its own: a service removed and added back binds and closes both.
     let first = simple_config(l1, &backend_list(&[&a, &b]), "backlog = 512")
         .replace("threads = 1", "threads = 2");
     let second = two_service_config(l1, &backend_list(&[&b, &c]), l2, &backend_list(&[&a]))

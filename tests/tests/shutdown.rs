@@ -9,9 +9,19 @@ use common::*;
 
 #[test]
 fn sigterm_stops_accepting_and_drains_open_connections() {
+    sigterm_stops_accepting_and_drains_open_connections_on(1);
+}
+
+#[test]
+fn sigterm_drains_connections_open_on_two_data_threads() {
+    sigterm_stops_accepting_and_drains_open_connections_on(2);
+}
+
+fn sigterm_stops_accepting_and_drains_open_connections_on(threads: usize) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let mut node = Node::start_listening(&simple_config(listen, &backend_list(&[&a]), ""), listen);
+    let config = with_threads(&simple_config(listen, &backend_list(&[&a]), ""), threads);
+    let mut node = Node::start_listening(&config, listen);
     let mut open = Client::connect(listen).unwrap();
     assert_eq!(open.backend_name().unwrap(), "a");
 
@@ -30,10 +40,21 @@ fn sigterm_stops_accepting_and_drains_open_connections() {
 
 #[test]
 fn drain_gives_up_at_the_deadline_and_still_exits_zero() {
+    drain_gives_up_at_the_deadline_and_still_exits_zero_on(1);
+}
+
+/// The connections left are dropped with their data thread's runtime: still as resets.
+#[test]
+fn drain_deadline_resets_what_is_left_on_two_data_threads() {
+    drain_gives_up_at_the_deadline_and_still_exits_zero_on(2);
+}
+
+fn drain_gives_up_at_the_deadline_and_still_exits_zero_on(threads: usize) {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = simple_config(listen, &backend_list(&[&a]), "")
         .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
+    let config = with_threads(&config, threads);
     let mut node = Node::start_listening(&config, listen);
     let mut stuck = Client::connect(listen).unwrap();
     assert_eq!(stuck.backend_name().unwrap(), "a");

@@ -134,7 +134,7 @@ pub enum Balance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoMode {
-    /// io_uring where it can be used (one worker thread, a kernel that allows it), else epoll.
+    /// io_uring where the kernel allows it (a ring per data thread), else epoll.
     Auto,
     /// Readiness with epoll and one system call per read or write.
     Epoll,

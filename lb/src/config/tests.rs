@@ -615,17 +615,9 @@ fn io_names_how_bytes_move() {
     assert_eq!(io("threads = 1\nio = \"epoll\""), IoMode::Epoll);
     assert_eq!(io("threads = 1\nio = \"io_uring\""), IoMode::IoUring);
     assert_eq!(io("threads = 4\nio = \"auto\""), IoMode::Auto);
+    // A ring per data thread: any number of threads may use io_uring.
+    assert_eq!(io("threads = 4\nio = \"io_uring\""), IoMode::IoUring);
     assert_error(&node_with("io = \"uring\""), 2, 6, "unknown variant");
-}
-
-#[test]
-fn io_uring_with_several_threads_is_rejected_with_a_hint() {
-    assert_error(
-        &node_with("threads = 2\nio = \"io_uring\""),
-        3,
-        6,
-        "needs threads = 1",
-    );
 }
 
 #[test]

@@ -167,18 +167,7 @@ impl Validator<'_> {
             }
             _ => self.int("threads", &raw.threads, 1..=MAX_THREADS, default_threads),
         };
-        let io = match &raw.io {
-            None => IoMode::Auto,
-            Some(io) if *io.get_ref() == IoMode::IoUring && threads > 1 => {
-                let message = format!(
-                    "io = \"io_uring\" needs threads = 1 (this node would run {threads}); \
-                     set threads = 1, or io = \"auto\" to use epoll with more threads"
-                );
-                self.error(io.span(), message);
-                IoMode::Auto
-            }
-            Some(io) => *io.get_ref(),
-        };
+        let io = raw.io.as_ref().map_or(IoMode::Auto, |io| *io.get_ref());
         // Zero is allowed: it means "close open connections immediately".
         let drain_timeout = self.duration(
             "drain_timeout",

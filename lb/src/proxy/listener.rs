@@ -4,19 +4,23 @@
 //! service generation it hands new connections to ([`Listener::binding`]). When a service goes
 //! away its listener stops accepting, takes what is already queued, and closes; its open
 //! connections carry on to their natural end.
+//!
+//! A listener is one SO_REUSEPORT socket per data thread (see [`crate::workers`]), each with
+//! its own accept loop on its own thread: the kernel spreads the clients over them.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use super::connect::is_local_exhaustion;
@@ -29,9 +33,29 @@ use crate::snapshot::ServiceRuntime;
 /// address; IP_FREEBIND lets a standby node listen on a VIP it does not hold yet. IPv6 sockets
 /// are IPv6-only, so `0.0.0.0:80` and `[::]:80` can both be configured.
 ///
-/// Must run inside the tokio runtime: the socket is registered with it here, so that starting
-/// the accept loop later cannot fail.
-pub fn bind(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Bound> {
+/// One socket is bound for each of `shards`, and registered with that runtime here, so that
+/// starting the accept loops later cannot fail.
+pub fn bind(
+    addr: SocketAddr,
+    backlog: u32,
+    freebind: bool,
+    shards: &[Handle],
+) -> io::Result<Bound> {
+    let mut bound = Bound {
+        shards: Vec::with_capacity(shards.len()),
+        control: Vec::with_capacity(shards.len()),
+        backlog,
+    };
+    for shard in shards {
+        let socket = listening_socket(addr, backlog, freebind)?;
+        bound.control.push(socket.try_clone()?);
+        let _in_shard = shard.enter();
+        bound.shards.push((shard.clone(), register(socket)?));
+    }
+    Ok(bound)
+}
+
+fn listening_socket(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -54,16 +78,10 @@ pub fn bind(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Bound>
     }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    let control = socket.try_clone()?;
-    let listener = register(socket)?;
-    Ok(Bound {
-        listener,
-        control,
-        backlog,
-    })
+    Ok(socket)
 }
 
-/// Registers a listening socket with tokio's reactor, for accept readiness.
+/// Registers a listening socket with the reactor of the runtime entered, for accept readiness.
 #[allow(unsafe_code)]
 fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: a `Socket` owns its descriptor, so it stays open and names the same socket
@@ -71,12 +89,12 @@ fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
 }
 
-/// A bound, listening socket not yet accepting.
+/// Bound, listening sockets not yet accepting: one per data runtime.
 #[derive(Debug)]
 pub struct Bound {
-    listener: AsyncFd<Socket>,
-    /// A duplicate of the descriptor, to change socket options in place later.
-    control: Socket,
+    shards: Vec<(Handle, AsyncFd<Socket>)>,
+    /// Duplicates of the descriptors, to change socket options in place later.
+    control: Vec<Socket>,
     backlog: u32,
 }
 
@@ -87,36 +105,41 @@ pub struct Listener {
     backlog: u32,
     /// The service generation new connections are served with; reload stores into it.
     pub binding: Arc<ArcSwap<ServiceRuntime>>,
-    /// A duplicate of the listening descriptor, to change socket options in place.
-    control: Socket,
+    /// Duplicates of the listening descriptors, to change socket options in place.
+    control: Vec<Socket>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Listener {
-    /// Starts accepting on `bound`; must run inside the tokio runtime.
+    /// Starts accepting on each socket of `bound`, on the runtime it was bound for.
     pub fn start(bound: Bound, service: Arc<ServiceRuntime>, sessions: TaskTracker) -> Self {
         let addr = service.config.listen;
         let Bound {
-            listener,
+            shards,
             control,
             backlog,
         } = bound;
         let binding = Arc::new(ArcSwap::new(service));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(
-            listener,
-            binding.clone(),
-            stop.clone(),
-            sessions,
-        ));
+        let tasks = shards
+            .into_iter()
+            .map(|(shard, listener)| {
+                shard.spawn(accept_loop(
+                    listener,
+                    binding.clone(),
+                    stop.clone(),
+                    sessions.clone(),
+                ))
+            })
+            .collect();
         Self {
             addr,
             backlog,
             binding,
             control,
             stop,
-            task,
+            tasks,
         }
     }
 
@@ -124,8 +147,9 @@ impl Listener {
     /// socket. Rebinding instead would risk resetting clients queued on the old socket.
     pub fn set_backlog(&mut self, backlog: u32) -> io::Result<()> {
         if backlog != self.backlog {
-            self.control
-                .listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+            for socket in &self.control {
+                socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+            }
             self.backlog = backlog;
         }
         Ok(())
@@ -134,7 +158,9 @@ impl Listener {
     /// Stops accepting; connections already queued are still served. Returns when closed.
     pub async fn stop(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -177,19 +203,6 @@ async fn accept_loop(
     let mut other_errors = 0u64;
     let listen = binding.load().config.listen;
     loop {
-        let current = binding.load_full();
-        let max = u64::from(current.config.max_conns);
-        if max > 0 && current.stats.active.load(Relaxed) >= max {
-            // At the limit: leave new clients in the kernel's backlog until a slot frees,
-            // as HAProxy's maxconn does, instead of accepting and dropping them.
-            tokio::select! {
-                _ = &mut stopped => break,
-                _ = current.stats.slot_freed.notified() => {}
-                _ = tokio::time::sleep(LIMIT_RECHECK) => {}
-            }
-            continue;
-        }
-        drop(current);
         let accepted = tokio::select! {
             biased;
             _ = &mut stopped => break,
@@ -199,9 +212,8 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
                 other_errors = 0;
-                // Loaded after accept: a reload while we waited applies to this client.
-                let service = binding.load_full();
-                service.stats.connection_opened();
+                // Loaded once a slot is free: a reload while we waited applies to this client.
+                let service = take_slot(&binding, stopped.as_mut()).await;
                 sessions.spawn(session::serve(stream, peer, service));
             }
             Err(e) if is_local_exhaustion(&e) => {
@@ -232,6 +244,32 @@ async fn accept_loop(
         }
     }
     serve_queued(listener, &binding, &sessions);
+}
+
+/// Holds an accepted client until its service is below `max_conns`, then counts it open and
+/// returns the generation to serve it with. At the limit a listener accepts no further
+/// client, so the rest wait in the kernel's backlog, as with HAProxy's maxconn. The slot is
+/// taken after accept, not before: with one socket per data thread, a slot held by a loop
+/// still waiting for its next client could stall a client queued on another thread's socket.
+/// A listener told to stop serves the client at once, like everything already queued.
+async fn take_slot(
+    binding: &ArcSwap<ServiceRuntime>,
+    mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Arc<ServiceRuntime> {
+    loop {
+        let service = binding.load_full();
+        if service.stats.try_open(service.config.max_conns) {
+            return service;
+        }
+        tokio::select! {
+            _ = stopped.as_mut() => {
+                service.stats.connection_opened();
+                return service;
+            }
+            _ = service.stats.slot_freed.notified() => {}
+            _ = tokio::time::sleep(LIMIT_RECHECK) => {}
+        }
+    }
 }
 
 /// Accepts whatever the kernel already queued before the socket closes: closing a listener

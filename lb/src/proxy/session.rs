@@ -18,8 +18,8 @@ use crate::snapshot::ServiceRuntime;
 /// Serves one accepted client with the service generation current at accept time, on the
 /// thread's io_uring when it has one, else on epoll.
 ///
-/// The caller has already counted the connection as open (`connection_opened`) at accept time,
-/// so that `max_conns` holds even before this task first runs; it is counted closed here.
+/// The accept loop has already counted the connection as open (it took a `max_conns` slot),
+/// so that the limit holds even before this task first runs; it is counted closed here.
 pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
     if uring::installed() {
         serve_on::<Uring>(client, peer, service).await

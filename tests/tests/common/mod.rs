@@ -331,6 +331,28 @@ impl Node {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
+    /// The node's data threads (named `tandem-data-N`) and how often each has run so far
+    /// (voluntary context switches: an idle data thread sleeps and does not run at all).
+    pub fn data_thread_runs(&self) -> Vec<(String, u64)> {
+        let mut threads = Vec::new();
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("tandem-data-") {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let runs = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            threads.push((comm.trim().to_owned(), runs));
+        }
+        threads.sort();
+        threads
+    }
+
     pub fn wait_listening(&self, addr: SocketAddr) {
         wait_until(
             &format!("node listening on {addr}\n{}", self.log_text()),
@@ -573,8 +595,14 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, auth: bool) -> (u16, St
 
 /// `config` (as `simple_config` writes it) with `[node] io = "{io}"`.
 pub fn with_io(config: &str, io: &str) -> String {
+    assert!(config.contains("[node]\n"), "a config with a [node] table");
+    config.replacen("[node]\n", &format!("[node]\nio = \"{io}\"\n"), 1)
+}
+
+/// `config` (as `simple_config` writes it) with `[node] threads = {threads}`.
+pub fn with_threads(config: &str, threads: usize) -> String {
     assert!(config.contains("threads = 1\n"), "a one-thread config");
-    config.replacen("threads = 1\n", &format!("threads = 1\nio = \"{io}\"\n"), 1)
+    config.replacen("threads = 1\n", &format!("threads = {threads}\n"), 1)
 }
 
 /// Whether this kernel lets the tests' process set up an io_uring. When it does not, says why
