@@ -307,6 +307,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         Workers::here(config.node.io)?
     };
     let io = workers.io();
+    let threads = workers.handles().len();
     let daemon = Daemon::start(config, config_path, workers.handles().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
@@ -324,6 +325,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         commands: commands_tx,
         reloads: reloads.clone(),
         io,
+        threads,
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;

@@ -138,6 +138,27 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     samples
 }
 
+/// What the node runs on, as an operator checking a default (one thread per core) node sees it.
+#[test]
+fn status_says_how_many_data_threads_run_and_how_they_move_bytes() {
+    let a = Backend::start("a");
+    let ip = IpAddr::V4(loopback_ip());
+    let (listen, admin_addr) = (free_addr(ip), free_addr(ip));
+    let config = with_threads(&admin_config(listen, &backend_list(&[&a]), admin_addr), 2);
+    let node = Node::start_listening(&config, listen);
+    node.wait_listening(admin_addr);
+    let (code, body) = admin(admin_addr, "GET", "/status", false);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["threads"], 2, "{body}");
+    let expected = if io_uring_usable() {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    assert_eq!(status["io"], expected, "{body}");
+}
+
 #[test]
 fn health_endpoints_answer_without_a_token() {
     let s = setup();

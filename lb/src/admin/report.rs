@@ -128,6 +128,7 @@ pub(super) fn status_json(context: &AdminContext) -> String {
     let body = json!({
         "node": config.node.name,
         "io": context.io,
+        "threads": context.threads,
         "healthz": healthz(context).body(),
         "vrrp": vrrp,
         "services": services,
