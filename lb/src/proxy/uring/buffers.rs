@@ -7,7 +7,7 @@
 //! `MAX_BUFFERS`.
 #![allow(unsafe_code)]
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering::Release};
@@ -88,8 +88,11 @@ impl Buffers {
         if first + CHUNK > MAX_BUFFERS {
             return false;
         }
+        // Not zeroed: only bytes the kernel wrote are ever read (`bytes` stops at the length
+        // of the receive), and zeroing a page-aligned allocation writes every page, making the
+        // whole chunk resident (1 MiB per data thread) before any byte arrives.
         // SAFETY: the layout has a non-zero size.
-        let chunk = unsafe { alloc_zeroed(chunk_layout()) };
+        let chunk = unsafe { alloc(chunk_layout()) };
         if chunk.is_null() {
             return false;
         }
