@@ -1,4 +1,4 @@
-//! The io_uring transport, for a data plane that runs on one thread.
+//! The io_uring transport: one ring per data thread.
 //!
 //! A session on it runs on the thread's io_uring from accept to close: the backend connect
 //! (its time limit a timeout linked to it in the kernel), receives, sends and the closes are
@@ -8,8 +8,9 @@
 //! system calls an epoll proxy pays, and the epoll wake-ups with them. `bench/uring` measured
 //! the gain that motivated it.
 //!
-//! Used when `[node] io` is `auto` or `io_uring` and the node runs one worker thread; a ring
-//! per thread on the work-stealing runtime would let tasks migrate away from their ring.
+//! Used when `[node] io` is `auto` or `io_uring`. Each data thread runs a current-thread
+//! runtime with a ring of its own (see `crate::workers`): no task ever leaves the thread, so
+//! no operation can reach another thread's ring.
 
 mod buffers;
 mod relay;
