@@ -32,10 +32,15 @@ impl ServiceStats {
     /// Counts a connection open if fewer than `max` are (0: no limit). One atomic step, so
     /// accept loops on several threads never take more than `max` between them.
     pub fn try_open(&self, max: u32) -> bool {
+        if max == 0 {
+            // No limit: a plain increment, no compare-and-swap loop on the accept path.
+            self.connection_opened();
+            return true;
+        }
         let max = u64::from(max);
         let taken = self
             .active
-            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .is_ok();
         if taken {
             self.accepted.fetch_add(1, Relaxed);
