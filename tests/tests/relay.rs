@@ -42,6 +42,41 @@ fn half_close_lets_the_response_finish_after_the_request_ends(io: &str) {
 }
 
 #[test]
+fn streams_ending_on_a_receive_buffer_boundary_end_cleanly_io_uring() {
+    streams_ending_on_a_receive_buffer_boundary_end_cleanly("io_uring");
+}
+
+#[test]
+fn streams_ending_on_a_receive_buffer_boundary_end_cleanly_epoll() {
+    streams_ending_on_a_receive_buffer_boundary_end_cleanly("epoll");
+}
+
+/// A receive that fills the relay's whole buffer (16 KiB on io_uring, 64 KiB on epoll) turns
+/// the stream over to splice, whose first read may then meet the end of the stream at once.
+fn streams_ending_on_a_receive_buffer_boundary_end_cleanly(io: &str) {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = simple_config(listen, &backend_list(&[&a]), "");
+    let Some(_node) = node_with_io(&config, io, listen) else {
+        return;
+    };
+    for kib in [16, 32, 64, 128] {
+        let mut c = Client::connect(listen).unwrap();
+        let request: Vec<u8> = (0..kib * 1024u32).map(|i| (i % 253) as u8).collect();
+        c.stream.write_all(&request).unwrap();
+        c.stream.shutdown(Shutdown::Write).unwrap();
+        let all = c.read_to_end().expect("a clean end of stream");
+        assert_eq!(&all[..2], b"a\n");
+        assert!(
+            all[2..] == request[..],
+            "{kib} KiB: {} bytes came back, not the {} sent",
+            all.len() - 2,
+            request.len()
+        );
+    }
+}
+
+#[test]
 fn idle_connections_are_closed_after_idle_timeout_io_uring() {
     idle_connections_are_closed_after_idle_timeout("io_uring");
 }

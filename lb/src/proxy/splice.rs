@@ -122,6 +122,27 @@ impl Pipe {
         Poll::Ready(Ok(()))
     }
 
+    /// Fills the (empty) pipe from `src` with one splice, whatever tokio last learnt of the
+    /// socket's readiness. Ok(0) means end of stream; `WouldBlock` means no data now.
+    ///
+    /// For a socket that has only just joined tokio's reactor (the io_uring relay registers
+    /// one the first time a stream turns bulk), tokio knows no readiness until its reactor
+    /// next turns, and [`Self::poll_fill`] would take the stream for quiet and hand it back
+    /// to copying.
+    pub fn fill_now(&mut self, src: &TcpStream) -> io::Result<usize> {
+        debug_assert_eq!(self.pending, 0, "fill only an empty pipe");
+        let n = splice(
+            src,
+            None,
+            &self.write,
+            None,
+            self.capacity,
+            SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+        )?;
+        self.pending += n;
+        Ok(n)
+    }
+
     /// Fills the (empty) pipe from `src`. Ready(Ok(0)) means end of stream; Pending means no
     /// data now (the caller may give the pipe back).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>, src: &TcpStream) -> Poll<io::Result<usize>> {

@@ -218,6 +218,21 @@ async fn splice_while_streaming(
     let Some(mut pipe) = Pipe::take() else {
         return Ok(false);
     };
+    // The first splice does not ask tokio: the receive that sent us here filled a whole
+    // buffer, so more is most likely waiting, and a socket that has only just joined tokio's
+    // reactor has no readiness recorded yet (see `Pipe::fill_now`).
+    match pipe.fill_now(src) {
+        Ok(0) => {
+            pipe.give_back();
+            return Ok(true);
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => {
+            pipe.give_back();
+            return Err(e);
+        }
+    }
     let result = poll_fn(|cx| {
         loop {
             let mut drained = 0;
