@@ -131,16 +131,22 @@ impl Pipe {
     /// to copying.
     pub fn fill_now(&mut self, src: &TcpStream) -> io::Result<usize> {
         debug_assert_eq!(self.pending, 0, "fill only an empty pipe");
-        let n = splice(
+        let n = self.splice_in(src)?;
+        self.pending += n;
+        Ok(n)
+    }
+
+    /// One non-blocking splice from `src` into the pipe, as much as it holds.
+    fn splice_in(&self, src: &TcpStream) -> io::Result<usize> {
+        splice(
             src,
             None,
             &self.write,
             None,
             self.capacity,
             SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-        )?;
-        self.pending += n;
-        Ok(n)
+        )
+        .map_err(io::Error::from)
     }
 
     /// Fills the (empty) pipe from `src`. Ready(Ok(0)) means end of stream; Pending means no
@@ -152,17 +158,7 @@ impl Pipe {
         );
         loop {
             let coop = ready!(tokio::task::coop::poll_proceed(cx));
-            let result = src.try_io(Interest::READABLE, || {
-                splice(
-                    src,
-                    None,
-                    &self.write,
-                    None,
-                    self.capacity,
-                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-                )
-                .map_err(io::Error::from)
-            });
+            let result = src.try_io(Interest::READABLE, || self.splice_in(src));
             match result {
                 Ok(n) => {
                     coop.made_progress();
