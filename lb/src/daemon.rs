@@ -304,9 +304,10 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let workers = if config.node.threads > 1 {
         Workers::start(config.node.threads, config.node.io)?
     } else {
-        Workers::here(config.node.io)?
+        Workers::here(config.node.io).await?
     };
     let io = workers.io();
+    let data_threads = workers.threads_io().to_vec();
     let threads = workers.handles().len();
     let daemon = Daemon::start(config, config_path, workers.handles().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
@@ -326,6 +327,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         reloads: reloads.clone(),
         io,
         threads,
+        data_threads,
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let admin = AdminServer::start(daemon.config().node.admin, context.clone()).await?;

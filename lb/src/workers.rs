@@ -10,21 +10,58 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IoMode;
-use crate::proxy::uring;
+use crate::proxy::uring::{self, RingKind};
 
 /// How a node's data plane moves bytes, as `/status` and the start-up line say it.
 pub type IoName = &'static str;
 
+/// How one data thread moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    Epoll,
+    IoUringDeferring,
+    IoUringPlain,
+}
+
+impl IoKind {
+    /// The name `[node] io` uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            Self::IoUringDeferring => "io_uring_deferring",
+            Self::IoUringPlain => "io_uring_plain",
+        }
+    }
+
+    fn ring(kind: RingKind) -> Self {
+        match kind {
+            RingKind::Deferring => Self::IoUringDeferring,
+            RingKind::Plain => Self::IoUringPlain,
+        }
+    }
+}
+
+/// What one data thread uses, and the evidence it was chosen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadIo {
+    pub kind: IoKind,
+    /// What was tried and measured, in a sentence.
+    pub why: String,
+    /// The median probe round trip of each ring tried.
+    pub probes: Vec<(IoKind, Duration)>,
+}
+
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkersError {
-    #[error("io = \"io_uring\" but this node cannot use io_uring: {0}")]
-    IoUring(std::io::Error),
+    #[error("io = \"{}\" but no ring it allows can serve here: {why}", .io.as_str())]
+    NoPromptRing { io: IoMode, why: String },
     #[error("cannot start data-plane thread {index}: {source}")]
     Thread {
         index: usize,
@@ -38,31 +75,34 @@ pub struct Workers {
     handles: Vec<Handle>,
     threads: Vec<JoinHandle<()>>,
     stop: CancellationToken,
-    io: IoName,
+    /// How each data thread moves bytes, in thread order.
+    io: Vec<ThreadIo>,
 }
 
 impl Workers {
     /// The calling runtime serves the connections itself (`threads = 1`). Must run on the
-    /// runtime `cli::build_runtime` made, whose park hook submits the ring's operations.
-    pub fn here(io: IoMode) -> Result<Self, WorkersError> {
+    /// runtime `cli::build_runtime` made, whose park hook submits the ring's operations, and
+    /// before anything else runs on it (the ring's probe wants an idle thread).
+    pub async fn here(io: IoMode) -> Result<Self, WorkersError> {
         Ok(Self {
             handles: vec![Handle::current()],
             threads: Vec::new(),
             stop: CancellationToken::new(),
-            io: start_io(io)?,
+            io: vec![start_io(0, io).await?],
         })
     }
 
     /// Starts `count` data threads and returns once each has its runtime and, where `io`
-    /// asks for one, its ring; fails (stopping those started) if any cannot.
+    /// asks for one, its ring (the threads probe their rings at the same time); fails
+    /// (stopping those started) if any cannot.
     pub fn start(count: usize, io: IoMode) -> Result<Self, WorkersError> {
         let mut workers = Self {
             handles: Vec::with_capacity(count),
             threads: Vec::with_capacity(count),
             stop: CancellationToken::new(),
-            io: "epoll",
+            io: Vec::with_capacity(count),
         };
-        let mut names = Vec::with_capacity(count);
+        let mut starting = Vec::with_capacity(count);
         for index in 0..count {
             let (ready, started) = mpsc::channel();
             let stop = workers.stop.clone();
@@ -70,14 +110,16 @@ impl Workers {
                 .name(format!("tandem-data-{index}"))
                 .spawn(move || run_worker(index, io, stop, ready))
                 .map_err(|source| WorkersError::Thread { index, source });
-            let thread = match spawned {
-                Ok(thread) => thread,
+            match spawned {
+                Ok(thread) => workers.threads.push(thread),
                 Err(e) => {
                     workers.stop();
                     return Err(e);
                 }
-            };
-            workers.threads.push(thread);
+            }
+            starting.push((index, started));
+        }
+        for (index, started) in starting {
             let outcome = started.recv().unwrap_or_else(|_| {
                 Err(WorkersError::Thread {
                     index,
@@ -85,9 +127,9 @@ impl Workers {
                 })
             });
             match outcome {
-                Ok((handle, name)) => {
+                Ok((handle, thread_io)) => {
                     workers.handles.push(handle);
-                    names.push(name);
+                    workers.io.push(thread_io);
                 }
                 Err(e) => {
                     workers.stop();
@@ -95,13 +137,6 @@ impl Workers {
                 }
             }
         }
-        workers.io = if names.iter().all(|n| *n == "io_uring") {
-            "io_uring"
-        } else if names.iter().all(|n| *n == "epoll") {
-            "epoll"
-        } else {
-            "mixed"
-        };
         Ok(workers)
     }
 
@@ -110,9 +145,21 @@ impl Workers {
         &self.handles
     }
 
-    /// "io_uring", "epoll", or "mixed" if only some threads got a ring.
+    /// "io_uring" (every thread has a ring, of whichever kind), "epoll", or "mixed".
     pub fn io(&self) -> IoName {
-        self.io
+        let rings = self.io.iter().filter(|t| t.kind != IoKind::Epoll).count();
+        if rings == self.io.len() {
+            "io_uring"
+        } else if rings == 0 {
+            "epoll"
+        } else {
+            "mixed"
+        }
+    }
+
+    /// How each data thread moves bytes, and why.
+    pub fn threads_io(&self) -> &[ThreadIo] {
+        &self.io
     }
 
     /// Ends the data threads and waits for them. Sessions still running there are dropped on
@@ -132,7 +179,7 @@ impl Drop for Workers {
     }
 }
 
-type Started = Result<(Handle, IoName), WorkersError>;
+type Started = Result<(Handle, ThreadIo), WorkersError>;
 
 fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Sender<Started>) {
     let runtime = match crate::cli::runtime_for_one_thread() {
@@ -143,7 +190,9 @@ fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Se
         }
     };
     runtime.block_on(async {
-        let started = start_io(io).map(|name| (Handle::current(), name));
+        let started = start_io(index, io)
+            .await
+            .map(|thread_io| (Handle::current(), thread_io));
         let failed = started.is_err();
         let _ = ready.send(started);
         if !failed {
@@ -154,21 +203,76 @@ fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Se
     drop(runtime);
 }
 
-/// Sets up io_uring for this thread where `io` allows it and the kernel lets it, and says
-/// which way bytes will move on this thread.
-fn start_io(io: IoMode) -> Result<IoName, WorkersError> {
-    if io == IoMode::Epoll {
-        return Ok("epoll");
+/// The rings `io` lets a thread use, best first.
+fn candidates(io: IoMode) -> &'static [RingKind] {
+    match io {
+        IoMode::Epoll => &[],
+        IoMode::Auto | IoMode::IoUring => &[RingKind::Deferring, RingKind::Plain],
+        IoMode::IoUringDeferring => &[RingKind::Deferring],
+        IoMode::IoUringPlain => &[RingKind::Plain],
     }
-    if uring::installed() {
-        return Ok("io_uring");
-    }
-    match uring::install() {
-        Ok(()) => Ok("io_uring"),
-        Err(e) if io == IoMode::IoUring => Err(WorkersError::IoUring(e)),
-        Err(e) => {
-            tracing::info!(error = %e, "io_uring not available: relaying with epoll");
-            Ok("epoll")
+}
+
+/// Chooses how data thread `index` moves bytes, by evidence: each ring `io` allows, best
+/// first, is set up and must wake the thread promptly in a probe (`uring::probe`) before it
+/// is kept. `auto` falls back to epoll; a mode that names a ring refuses to start instead.
+/// Logs one line with what was measured and chosen.
+async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, WorkersError> {
+    let mut notes = Vec::new();
+    let mut probes = Vec::new();
+    for &ring in candidates(io) {
+        let kind = IoKind::ring(ring);
+        if let Err(e) = uring::install(ring) {
+            notes.push(format!("{} cannot be set up ({e})", kind.as_str()));
+            continue;
+        }
+        let verdict = match uring::probe().await {
+            Ok(seen) => {
+                if let Some(median) = seen.median() {
+                    probes.push((kind, median));
+                }
+                seen.verdict(ring).map(|()| seen.summary())
+            }
+            Err(e) => Err(format!("the probe could not run ({e})")),
+        };
+        match verdict {
+            Ok(summary) => {
+                notes.push(format!(
+                    "{} woke its thread promptly: {summary}",
+                    kind.as_str()
+                ));
+                return Ok(chosen(index, kind, notes, probes));
+            }
+            Err(why) => notes.push(format!("{} turned down: {why}", kind.as_str())),
+        }
+        if !uring::uninstall().await {
+            notes.push("its ring stays open, unused: operations were still in flight".into());
         }
     }
+    match io {
+        IoMode::Epoll => notes.push("io = \"epoll\"".into()),
+        IoMode::Auto => notes.push("relaying with epoll".into()),
+        _ => {
+            return Err(WorkersError::NoPromptRing {
+                io,
+                why: notes.join("; "),
+            });
+        }
+    }
+    Ok(chosen(index, IoKind::Epoll, notes, probes))
+}
+
+fn chosen(
+    index: usize,
+    kind: IoKind,
+    notes: Vec<String>,
+    probes: Vec<(IoKind, Duration)>,
+) -> ThreadIo {
+    let why = notes.join("; ");
+    tracing::info!(
+        thread = index,
+        io = kind.as_str(),
+        "data thread {index}: {why}"
+    );
+    ThreadIo { kind, why, probes }
 }

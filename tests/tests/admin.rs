@@ -157,6 +157,31 @@ fn status_says_how_many_data_threads_run_and_how_they_move_bytes() {
         "epoll"
     };
     assert_eq!(status["io"], expected, "{body}");
+    // Each data thread says which way it moves bytes and on what evidence, and /metrics agrees.
+    let threads = status["data_threads"].as_array().expect("data_threads");
+    assert_eq!(threads.len(), 2, "{body}");
+    let (_, metrics) = admin(admin_addr, "GET", "/metrics", false);
+    for (i, thread) in threads.iter().enumerate() {
+        let io = thread["io"].as_str().unwrap();
+        let ring = io.starts_with("io_uring_");
+        assert!(ring || io == "epoll", "{body}");
+        assert_eq!(ring, expected == "io_uring", "{body}");
+        let why = thread["why"].as_str().unwrap();
+        if ring {
+            assert!(
+                why.contains(&format!("{io} woke its thread promptly")),
+                "{why}"
+            );
+            assert!(
+                metrics.contains(&format!(
+                    "tandem_data_thread_wake_probe_seconds{{thread=\"{i}\",ring=\"{io}\"}}"
+                )),
+                "{metrics}"
+            );
+        }
+        let chosen = format!("tandem_data_thread_io{{thread=\"{i}\",io=\"{io}\"}} 1");
+        assert!(metrics.contains(&chosen), "{chosen} in\n{metrics}");
+    }
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub struct AdminContext {
     pub io: &'static str,
     /// Data-plane threads running (a changed `threads` waits for a restart).
     pub threads: usize,
+    /// How each data thread moves bytes, and the start-up evidence for it.
+    pub data_threads: Vec<crate::workers::ThreadIo>,
     /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
     /// VRRP, so a load balancer in front stops sending new clients.
     pub stopping: std::sync::atomic::AtomicBool,

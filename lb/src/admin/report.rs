@@ -129,6 +129,12 @@ pub(super) fn status_json(context: &AdminContext) -> String {
         "node": config.node.name,
         "io": context.io,
         "threads": context.threads,
+        "data_threads": context
+            .data_threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({ "thread": i, "io": t.kind.as_str(), "why": t.why }))
+            .collect::<Vec<_>>(),
         "healthz": healthz(context).body(),
         "vrrp": vrrp,
         "services": services,
@@ -283,6 +289,28 @@ pub(super) fn metrics(context: &AdminContext) -> String {
             }
         }
     }
+    let thread_io = gauges(
+        &mut r,
+        "data_thread_io",
+        "1 for how each data thread moves bytes (chosen at start)",
+    );
+    let wake_probe = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    r.register_with_unit(
+        "data_thread_wake_probe",
+        "Median round trip of the start-up probe of each ring a data thread tried",
+        prometheus_client::registry::Unit::Seconds,
+        wake_probe.clone(),
+    );
+    for (i, t) in context.data_threads.iter().enumerate() {
+        let thread = i.to_string();
+        let l = labels(&[("thread", &thread), ("io", t.kind.as_str())]);
+        thread_io.get_or_create(&l).set(1);
+        for (ring, median) in &t.probes {
+            let l = labels(&[("thread", &thread), ("ring", ring.as_str())]);
+            wake_probe.get_or_create(&l).set(median.as_secs_f64());
+        }
+    }
+
     let transitions = counters(&mut r, "health_transitions", "Backend up/down transitions");
     transitions
         .get_or_create(&Labels::new())

@@ -134,12 +134,30 @@ pub enum Balance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoMode {
-    /// io_uring where the kernel allows it (a ring per data thread), else epoll.
+    /// A ring per data thread where one wakes its thread promptly (the deferring ring, else
+    /// the plain one, each proved by a probe at start), else epoll.
     Auto,
     /// Readiness with epoll and one system call per read or write.
     Epoll,
-    /// io_uring, or refuse to start: receives and sends go to the kernel in batches.
+    /// As `Auto`, but refuse to start rather than fall back to epoll.
     IoUring,
+    /// The deferring ring only (kernels 6.1 and later), or refuse to start.
+    IoUringDeferring,
+    /// The plain ring only, or refuse to start.
+    IoUringPlain,
+}
+
+impl IoMode {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Epoll => "epoll",
+            Self::IoUring => "io_uring",
+            Self::IoUringDeferring => "io_uring_deferring",
+            Self::IoUringPlain => "io_uring_plain",
+        }
+    }
 }
 
 /// PROXY protocol version announced to backends.

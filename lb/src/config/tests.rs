@@ -617,6 +617,9 @@ fn io_names_how_bytes_move() {
     assert_eq!(io("threads = 4\nio = \"auto\""), IoMode::Auto);
     // A ring per data thread: any number of threads may use io_uring.
     assert_eq!(io("threads = 4\nio = \"io_uring\""), IoMode::IoUring);
+    // A ring of one kind, for operators (and tests) that pin it.
+    assert_eq!(io("io = \"io_uring_deferring\""), IoMode::IoUringDeferring);
+    assert_eq!(io("io = \"io_uring_plain\""), IoMode::IoUringPlain);
     assert_error(&node_with("io = \"uring\""), 2, 6, "unknown variant");
 }
 

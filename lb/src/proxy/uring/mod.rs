@@ -8,16 +8,19 @@
 //! system calls an epoll proxy pays, and the epoll wake-ups with them. `bench/uring` measured
 //! the gain that motivated it.
 //!
-//! Used when `[node] io` is `auto` or `io_uring`. Each data thread runs a current-thread
+//! Used when `[node] io` is `auto` or names a ring, and only where the ring's start-up probe
+//! saw it wake its thread promptly (`probe`). Each data thread runs a current-thread
 //! runtime with a ring of its own (see `crate::workers`): no task ever leaves the thread, so
 //! no operation can reach another thread's ring.
 
 mod buffers;
+mod probe;
 mod relay;
 mod ring;
 mod stream;
 mod transport;
 
-pub use ring::{flush, install, installed};
+pub use probe::{WakeProbe, probe};
+pub use ring::{RingKind, flush, install, installed, uninstall};
 pub use stream::RingStream;
 pub use transport::Uring;

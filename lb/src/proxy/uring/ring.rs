@@ -7,8 +7,16 @@
 //! thread pays one system call for a whole batch of receives and sends instead of one each.
 //! The kernel signals an eventfd in tokio's epoll set when there is something to collect;
 //! [`drive`] then enters the ring, reaps the completions and wakes the tasks waiting on them.
-//! Where the kernel allows it (6.1 and later) the ring defers its completion work to those
-//! enters rather than interrupting the thread as packets arrive.
+//!
+//! Two kinds of ring ([`RingKind`]). A *deferring* ring (6.1 and later) leaves the kernel's
+//! side of a completion to the thread's next enter instead of interrupting the thread as
+//! packets arrive; a *plain* ring runs it as task work on the thread, cooperatively (at its
+//! next system call, never by interrupting it) where the kernel has that (5.19 and later).
+//! tokio sleeps in `epoll_wait`, so a sleeping thread learns of a completion only through the
+//! eventfd, and for a deferring ring the kernel does not promise that signal: some kernels
+//! post it one RCU grace period late, and can lose it (docs/ARCHITECTURE.md, "Waking a
+//! ring"). A plain ring's task work wakes the thread itself. So no ring is used before
+//! `probe` has seen it wake its thread promptly (see `crate::workers`).
 //!
 //! An operation outlives the future that started it when that future is dropped (a relay
 //! ended by its idle timeout, say): its slot is then marked orphaned, the kernel is asked to
@@ -58,9 +66,19 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 const IGNORED: u64 = u64::MAX;
 
 thread_local! {
-    /// Set once and never dropped: after the ring's descriptor closes, the kernel may still
-    /// finish cancelled operations in the background, writing into the ring's buffers.
+    /// Never dropped while an operation is in flight: after the ring's descriptor closes, the
+    /// kernel may still finish cancelled operations in the background, writing into the
+    /// ring's buffers. Only [`uninstall`] takes it down, and only when nothing is in flight.
     static CURRENT: Cell<Option<&'static Ring>> = const { Cell::new(None) };
+}
+
+/// Which kind of ring a thread runs; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    /// Completion work waits for the thread's next enter (`IORING_SETUP_DEFER_TASKRUN`).
+    Deferring,
+    /// Completion work runs as task work on the thread, cooperatively where the kernel can.
+    Plain,
 }
 
 /// Tells rings apart, so an operation is only ever completed by the ring that started it.
@@ -99,6 +117,8 @@ struct Ring {
     uring: IoUring,
     /// Completions are posted only when this thread enters the ring with GETEVENTS.
     defer: bool,
+    /// The kernel raises `IORING_SQ_TASKRUN` when completion work waits for this thread.
+    taskrun_flag: bool,
     /// The eventfd the kernel signals for this ring: what the driver task waits on.
     signal: OwnedFd,
     buffers: Buffers,
@@ -107,6 +127,8 @@ struct Ring {
     /// Woken when operations back up in the queue, so a thread that never parks still
     /// submits (on the driver task's turn).
     flusher: Cell<Option<Waker>>,
+    /// The task running [`drive`] for this ring.
+    driver: Cell<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What a receive brought.
@@ -120,32 +142,39 @@ pub enum Received {
 }
 
 impl Ring {
-    /// Sets up a ring and its buffer pool, deferring completion work where the kernel allows
-    /// it and `may_defer` says so. Fails where io_uring is missing or forbidden (old kernels,
-    /// `kernel.io_uring_disabled`, container seccomp profiles).
-    fn new(may_defer: bool) -> io::Result<Self> {
+    /// Sets up a ring of `kind` and its buffer pool. Fails where io_uring is missing or
+    /// forbidden (old kernels, `kernel.io_uring_disabled`, container seccomp profiles), and
+    /// for a deferring ring where the kernel cannot defer (before 6.1).
+    fn new(kind: RingKind) -> io::Result<Self> {
         let mut builder = IoUring::builder();
         builder
             .setup_cqsize(CQ_ENTRIES)
             // An entry that fails to start (a closed descriptor, say) must not hold back the
             // entries queued behind it: each gets its own completion.
             .setup_submit_all();
-        let mut deferred = builder.clone();
-        // The kernel finishes an operation (a receive whose socket got data, say) only when
-        // this thread next enters the ring, instead of interrupting the thread the moment the
-        // data arrives, when the sending CPU may still hold the socket's lock. Since 6.1.
-        deferred
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag();
-        let deferred = if may_defer {
-            deferred.build(SQ_ENTRIES).ok()
-        } else {
-            None
-        };
-        let (uring, defer) = match deferred {
-            Some(uring) => (uring, true),
-            None => (builder.build(SQ_ENTRIES)?, false),
+        let (uring, defer, taskrun_flag) = match kind {
+            RingKind::Deferring => {
+                // The kernel finishes an operation (a receive whose socket got data, say) only
+                // when this thread next enters the ring, instead of interrupting the thread
+                // the moment the data arrives, when the sending CPU may still hold the
+                // socket's lock.
+                let mut deferring = builder;
+                deferring
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+                (deferring.build(SQ_ENTRIES)?, true, true)
+            }
+            RingKind::Plain => {
+                // Task work that wakes the thread when it sleeps but never interrupts it when
+                // it runs (5.19 and later); older kernels interrupt it.
+                let mut cooperative = builder.clone();
+                cooperative.setup_coop_taskrun().setup_taskrun_flag();
+                match cooperative.build(SQ_ENTRIES) {
+                    Ok(uring) => (uring, false, true),
+                    Err(_) => (builder.build(SQ_ENTRIES)?, false, false),
+                }
+            }
         };
         let buffers = Buffers::register(&uring)?;
         // Signalled when completions, or work that will produce them, are waiting.
@@ -161,11 +190,13 @@ impl Ring {
             id: NEXT_ID.fetch_add(1, Relaxed),
             uring,
             defer,
+            taskrun_flag,
             signal,
             buffers,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             flusher: Cell::new(None),
+            driver: Cell::new(None),
         })
     }
 
@@ -262,7 +293,7 @@ impl Ring {
     /// Submits what is queued and, on a deferring ring, has the kernel finish the work
     /// waiting for this thread, posting its completions.
     fn enter(&self) -> io::Result<()> {
-        let getevents = if self.defer || self.overflowed() {
+        let getevents = if self.defer || self.overflowed() || self.work_waiting() {
             IORING_ENTER_GETEVENTS
         } else {
             0
@@ -283,10 +314,19 @@ impl Ring {
         }
     }
 
-    /// Whether the kernel holds finished work for this thread to collect (a deferring ring).
+    /// Whether the kernel holds completion work for this thread to run (where it says so).
     fn work_waiting(&self) -> bool {
         // SAFETY: as in `push`.
-        self.defer && unsafe { self.uring.submission_shared() }.taskrun()
+        self.taskrun_flag && unsafe { self.uring.submission_shared() }.taskrun()
+    }
+
+    /// Operations started and not yet finished by the kernel (orphans included).
+    fn in_flight(&self) -> usize {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|slot| !matches!(slot.state, State::Free | State::Done { .. }))
+            .count()
     }
 
     /// Entries queued and not yet taken by the kernel.
@@ -406,6 +446,12 @@ fn with_ring<T>(id: Option<u32>, f: impl FnOnce(&Ring) -> T) -> Option<T> {
         Some(ring) if id.is_none_or(|id| id == ring.id) => Some(f(ring)),
         _ => None,
     }
+}
+
+/// A duplicate of this thread's ring's eventfd, for the start-up probe to see when the kernel
+/// signals it.
+pub fn signal_fd() -> io::Result<OwnedFd> {
+    with_ring(None, |ring| ring.signal.try_clone()).unwrap_or_else(|| Err(no_ring()))
 }
 
 /// Whether this thread has a ring: the relay uses it when it does.
@@ -608,26 +654,59 @@ impl Drop for Op {
     }
 }
 
-/// Sets up this thread's ring and starts the task that reaps it. Call from inside a
-/// current-thread runtime built with `on_thread_park(flush)`.
-pub fn install() -> io::Result<()> {
-    install_ring(true)
-}
-
-/// `install`, with deferral allowed or not: the tests run the ring both ways, since kernels
-/// before 6.1 only have the second.
-fn install_ring(may_defer: bool) -> io::Result<()> {
-    let ring = Ring::new(may_defer)?;
-    // SAFETY: the ring is never dropped (see CURRENT), so its eventfd stays open and names
-    // the same eventfd for as long as the AsyncFd lives.
+/// Sets up this thread's ring of `kind` and starts the task that reaps it. Call from inside
+/// a current-thread runtime built with `on_thread_park(flush)`, on a thread with no ring.
+pub fn install(kind: RingKind) -> io::Result<()> {
+    if installed() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "this thread already has a ring",
+        ));
+    }
+    let ring = Ring::new(kind)?;
+    // SAFETY: the eventfd stays open as long as the ring, and `uninstall` ends the driver
+    // (dropping this AsyncFd) before it drops the ring.
     let fd = unsafe {
         AsyncFd::register_with_interest(RingFd(ring.signal.as_raw_fd()), Interest::READABLE)
     }
     .map_err(io::Error::from)?;
     let id = ring.id;
-    CURRENT.set(Some(Box::leak(Box::new(ring))));
-    tokio::spawn(drive(id, fd));
+    let ring: &'static Ring = Box::leak(Box::new(ring));
+    CURRENT.set(Some(ring));
+    ring.driver.set(Some(tokio::spawn(drive(id, fd))));
     Ok(())
+}
+
+/// Takes this thread's ring down, for a ring its start-up probe turned down. Returns false,
+/// keeping the ring (unused) for the thread's lifetime, if operations are still in flight
+/// after a few tries to finish them: the kernel may still write into its buffers.
+pub async fn uninstall() -> bool {
+    let Some(ring) = CURRENT.get() else {
+        return true;
+    };
+    for _ in 0..50 {
+        if ring.in_flight() == 0 {
+            break;
+        }
+        let _ = ring.submit_everything();
+        ring.reap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if ring.in_flight() > 0 || ring.pending() > 0 {
+        return false;
+    }
+    // The driver owns the AsyncFd on the eventfd: it must be gone (deregistered) before the
+    // eventfd closes, or its deregistration could name a reused descriptor.
+    if let Some(driver) = ring.driver.take() {
+        driver.abort();
+        let _ = driver.await;
+    }
+    CURRENT.set(None);
+    // SAFETY: `ring` came from `Box::leak` in `install`; no operation is in flight or queued,
+    // the driver is gone, and CURRENT no longer hands it out, so nothing else refers to it.
+    // The ring's descriptor closes before its buffers are freed (field order).
+    drop(unsafe { Box::from_raw(std::ptr::from_ref(ring).cast_mut()) });
+    true
 }
 
 /// Submits what this thread queued, and collects what the kernel finished meanwhile. Runs
@@ -646,8 +725,8 @@ pub fn flush() {
 /// kernel then holds finished work that this thread's next enter turns into completions),
 /// and submits what was queued whenever it is woken for that.
 ///
-/// The eventfd's count is never read: tokio's epoll registration is edge-triggered, and
-/// every signal is a new edge.
+/// The driver never reads the eventfd's count: tokio's epoll registration is edge-triggered,
+/// and every signal is a new edge. (Only the start-up probe reads it.)
 async fn drive(id: u32, fd: AsyncFd<RingFd>) {
     loop {
         let readable = std::future::poll_fn(|cx| {
@@ -671,9 +750,14 @@ async fn drive(id: u32, fd: AsyncFd<RingFd>) {
             }
         };
         let reaped = with_ring(Some(id), |ring| {
-            if ring.defer
-                && let Err(e) = ring.enter()
-            {
+            // A deferring ring's signal means work waits for an enter; a plain ring's means
+            // completions were posted, with more task work possibly behind them.
+            let entered = if ring.defer {
+                ring.enter()
+            } else {
+                ring.submit()
+            };
+            if let Err(e) = entered {
                 tracing::debug!(error = %e, "io_uring enter failed; retried at the next wake");
             }
             ring.reap();
@@ -722,15 +806,18 @@ mod tests {
             .unwrap()
     }
 
-    /// Installs this thread's ring, deferring or not. A kernel that has deferral (6.1 on)
-    /// must give it when asked: a ring that silently never defers would pass every other test.
-    fn ring_or_skip(may_defer: bool) -> bool {
-        match install_ring(may_defer) {
+    /// Installs this thread's ring of `kind`. A kernel that has deferral (6.1 on) must give
+    /// it when asked: a ring that silently never defers would pass every other test.
+    fn ring_or_skip(kind: RingKind) -> bool {
+        match install(kind) {
             Ok(()) => {
                 let deferring = with_ring(None, |ring| ring.defer).unwrap();
-                let expected = may_defer && kernel_at_least(6, 1);
-                assert_eq!(deferring, expected, "the ring defers where asked and able");
+                assert_eq!(deferring, kind == RingKind::Deferring, "the ring asked for");
                 true
+            }
+            Err(e) if kind == RingKind::Deferring && !kernel_at_least(6, 1) => {
+                eprintln!("SKIPPED: kernels before 6.1 have no deferring ring ({e})");
+                false
             }
             Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
                 panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
@@ -751,17 +838,17 @@ mod tests {
         found >= (major, minor)
     }
 
-    /// Two test functions running `$body(may_defer)` on a deferring ring and on a plain one.
+    /// Two test functions running `$body(kind)` on a deferring ring and on a plain one.
     macro_rules! both_rings {
         ($body:ident, $deferring:ident, $plain:ident) => {
             #[test]
             fn $deferring() {
-                $body(true);
+                $body(RingKind::Deferring);
             }
 
             #[test]
             fn $plain() {
-                $body(false);
+                $body(RingKind::Plain);
             }
         };
     }
@@ -772,9 +859,9 @@ mod tests {
         holding_more_buffers_than_the_first_chunk_grows_the_pool_plain
     );
 
-    fn holding_more_buffers_than_the_first_chunk_grows_the_pool(may_defer: bool) {
+    fn holding_more_buffers_than_the_first_chunk_grows_the_pool(kind: RingKind) {
         runtime().block_on(async {
-            if !ring_or_skip(may_defer) {
+            if !ring_or_skip(kind) {
                 return;
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -821,10 +908,10 @@ mod tests {
     );
 
     fn a_receive_dropped_before_it_completes_is_cancelled_and_the_socket_still_works(
-        may_defer: bool,
+        kind: RingKind,
     ) {
         runtime().block_on(async {
-            if !ring_or_skip(may_defer) {
+            if !ring_or_skip(kind) {
                 return;
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -857,10 +944,10 @@ mod tests {
 
     /// Every operation the relay uses, on one connection: connect, receive, send back the
     /// received buffer, see the peer's FIN, close through the ring.
-    fn a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly(may_defer: bool) {
+    fn a_connection_made_on_the_ring_echoes_bytes_then_ends_cleanly(kind: RingKind) {
         use tokio::io::AsyncReadExt;
         runtime().block_on(async {
-            if !ring_or_skip(may_defer) {
+            if !ring_or_skip(kind) {
                 return;
             }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -921,9 +1008,9 @@ mod tests {
         a_connect_nobody_answers_ends_with_its_linked_timeout_plain
     );
 
-    fn a_connect_nobody_answers_ends_with_its_linked_timeout(may_defer: bool) {
+    fn a_connect_nobody_answers_ends_with_its_linked_timeout(kind: RingKind) {
         runtime().block_on(async {
-            if !ring_or_skip(may_defer) {
+            if !ring_or_skip(kind) {
                 return;
             }
             // A listener that never accepts, its queue full: the kernel drops further SYNs.
@@ -959,6 +1046,85 @@ mod tests {
             .await
             .expect("the kernel's timeout ends the connect, not ours");
             assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    both_rings!(
+        a_ring_its_probe_keeps_wakes_its_sleeping_thread_for_every_completion,
+        a_ring_its_probe_keeps_wakes_its_sleeping_thread_for_every_completion_deferring,
+        a_ring_its_probe_keeps_wakes_its_sleeping_thread_for_every_completion_plain
+    );
+
+    /// The promise the start-up probe makes: a ring it keeps wakes its thread for each
+    /// completion. 200 round trips, each finding the ring's thread asleep, take milliseconds;
+    /// a ring whose wake-ups wait for a grace period needs seconds. The plain ring wakes its
+    /// thread through task work, on every kernel, so its probe must keep it.
+    fn a_ring_its_probe_keeps_wakes_its_sleeping_thread_for_every_completion(kind: RingKind) {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        runtime().block_on(async {
+            if !ring_or_skip(kind) {
+                return;
+            }
+            let seen = super::super::probe::probe().await.unwrap();
+            match (seen.verdict(kind), kind) {
+                (Ok(()), _) => {}
+                (Err(why), RingKind::Deferring) => {
+                    eprintln!("SKIPPED: this kernel's deferring ring is turned down: {why}");
+                    return;
+                }
+                (Err(why), RingKind::Plain) => panic!("the plain ring was turned down: {why}"),
+            }
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let peer = std::thread::spawn(move || {
+                theirs
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let start = tokio::time::Instant::now();
+                for round in 0..200u32 {
+                    theirs.write_all(&round.to_be_bytes()).unwrap();
+                    let mut back = [0u8; 4];
+                    theirs.read_exact(&mut back).unwrap();
+                    assert_eq!(u32::from_be_bytes(back), round);
+                }
+                start.elapsed()
+            });
+            let fd = ours.as_raw_fd();
+            let mut echoed = 0;
+            while echoed < 800 {
+                let buf = match tokio::time::timeout(Duration::from_secs(10), recv(fd)).await {
+                    Ok(Received::Data(buf)) => buf,
+                    Ok(Received::NoBuffers) => {
+                        assert!(grow_buffers());
+                        continue;
+                    }
+                    other => panic!("after {echoed} bytes: {:?}", other.map(|_| ())),
+                };
+                let (sent, buf) = send(fd, buf, 0).await;
+                echoed += sent.unwrap();
+                give_back(buf);
+            }
+            let took = peer.join().unwrap();
+            assert!(
+                took < Duration::from_secs(2),
+                "200 round trips took {took:?}: the ring's thread was not woken for each"
+            );
+        });
+    }
+
+    #[test]
+    fn a_ring_taken_down_leaves_the_thread_free_for_another() {
+        runtime().block_on(async {
+            if !ring_or_skip(RingKind::Plain) {
+                return;
+            }
+            assert!(uninstall().await, "nothing was in flight");
+            assert!(!installed());
+            install(RingKind::Plain).expect("a second ring after the first is gone");
+            // The new ring works: a probe's round trips go through it.
+            let seen = super::super::probe::probe().await.unwrap();
+            assert_eq!(seen.round_trips.len(), seen.rounds, "{seen:?}");
         });
     }
 }
