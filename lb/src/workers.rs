@@ -82,7 +82,7 @@ pub struct Workers {
 impl Workers {
     /// The calling runtime serves the connections itself (`threads = 1`). Must run on the
     /// runtime `cli::build_runtime` made, whose park hook submits the ring's operations, and
-    /// before anything else runs on it (the ring's probe wants an idle thread).
+    /// before anything busy runs on it (the ring's probe wants a thread that sleeps).
     pub async fn here(io: IoMode) -> Result<Self, WorkersError> {
         Ok(Self {
             handles: vec![Handle::current()],
@@ -226,7 +226,7 @@ async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, WorkersError> {
             notes.push(format!("{} cannot be set up ({e})", kind.as_str()));
             continue;
         }
-        let verdict = match uring::probe().await {
+        let verdict = match uring::probe(ring).await {
             Ok(seen) => {
                 if let Some(median) = seen.median() {
                     probes.push((kind, median));
@@ -246,7 +246,7 @@ async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, WorkersError> {
             Err(why) => notes.push(format!("{} turned down: {why}", kind.as_str())),
         }
         if !uring::uninstall().await {
-            notes.push("its ring stays open, unused: operations were still in flight".into());
+            notes.push("(its ring stays open, unused: operations were still in flight)".into());
         }
     }
     match io {

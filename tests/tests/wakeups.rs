@@ -185,24 +185,24 @@ fn node_on(io: &str, config: &str, listen: SocketAddr) -> Option<Node> {
 fn descriptors_for(needed: u64) -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(u64::MAX);
-    let wanted = Rlimit {
-        current: Some(hard.max(needed)),
-        maximum: Some(hard.max(needed)),
-    };
-    if setrlimit(Resource::Nofile, wanted).is_ok() {
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= needed {
         return true;
     }
+    // The soft limit up to `needed`, and the hard one with it where it is lower (root may).
+    let hard = limit.maximum.map(|hard| hard.max(needed));
     let raised = Rlimit {
-        current: Some(hard),
-        maximum: limit.maximum,
+        current: Some(needed),
+        maximum: hard,
     };
-    if hard >= needed && setrlimit(Resource::Nofile, raised).is_ok() {
-        return true;
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
+            panic!("{needed} descriptors needed and the limit cannot be raised: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {needed} descriptors needed and the limit cannot be raised: {e}");
+            false
+        }
     }
-    if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
-        panic!("{needed} descriptors needed, the hard limit is {hard} and cannot be raised");
-    }
-    eprintln!("SKIPPED: {needed} descriptors needed, the hard limit is {hard}");
-    false
 }

@@ -70,8 +70,9 @@ impl Buffers {
             chunks: RefCell::new(Vec::new()),
             out: Cell::new(0),
         };
-        // SAFETY: the ring memory is page-aligned, RING_ENTRIES entries long, and never freed
-        // once registered (the ring that reads it is never torn down).
+        // SAFETY: the ring memory is page-aligned, RING_ENTRIES entries long, and freed only
+        // after the io_uring that reads it is closed with nothing in flight (`Ring`'s field
+        // order; `ring::uninstall`).
         unsafe {
             uring
                 .submitter()
@@ -170,8 +171,9 @@ impl Buffers {
 
 impl Drop for Buffers {
     fn drop(&mut self) {
-        // SAFETY: allocated in `register` and `grow` with these layouts. A pool is only
-        // dropped when setting up its ring failed; a working ring's pool lives for good.
+        // SAFETY: allocated in `register` and `grow` with these layouts. A pool is dropped when
+        // setting up its ring failed, or with a ring taken down with nothing in flight (after
+        // the io_uring closed): no operation can still write into it.
         unsafe {
             for &chunk in self.chunks.get_mut().iter() {
                 dealloc(chunk, chunk_layout());

@@ -106,9 +106,18 @@ fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Runs the ping-pong on this thread's ring. Call from the thread's runtime, with nothing else
-/// running on it yet.
-pub async fn probe() -> io::Result<WakeProbe> {
+/// Runs the ping-pong on this thread's ring, a ring of `kind`, and once more if the first
+/// attempt turns it down: a start-up stall of the machine should not cost a node its ring.
+/// Call from the thread's runtime, with nothing else busy on it.
+pub async fn probe(kind: RingKind) -> io::Result<WakeProbe> {
+    let first = attempt().await?;
+    if first.verdict(kind).is_ok() {
+        return Ok(first);
+    }
+    attempt().await
+}
+
+async fn attempt() -> io::Result<WakeProbe> {
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_nonblocking(true)?;
     let signal = ring::signal_fd()?;
@@ -119,12 +128,11 @@ pub async fn probe() -> io::Result<WakeProbe> {
     // limit only matters if even that end is never seen (a ring that never wakes).
     let patience = (SETTLE + ROUND_LIMIT) * ROUNDS as u32 + Duration::from_secs(1);
     let _ = tokio::time::timeout(patience, echo(ours.as_raw_fd())).await;
-    // Bounded: the helper gives up on a round after ROUND_LIMIT.
-    let seen = helper
-        .join()
-        .map_err(|_| io::Error::other("the wake-up probe's helper thread panicked"))?;
     drop(ours);
-    Ok(seen)
+    // Bounded: the helper gives up on a round after ROUND_LIMIT.
+    helper
+        .join()
+        .map_err(|_| io::Error::other("the wake-up probe's helper thread panicked"))
 }
 
 /// Echoes every byte through the ring until the other end closes.
