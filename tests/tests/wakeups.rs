@@ -33,6 +33,9 @@ const ROUND_TRIPS_WITHIN: Duration = Duration::from_secs(2);
 /// Clients that close at the same moment.
 const BURST: usize = 2000;
 
+/// How long the burst's clients, one after another, may take to connect and hear the backend.
+const CONNECTS_WITHIN: Duration = Duration::from_secs(20);
+
 /// How long a connection held open may wait for its echo while the burst is torn down.
 const ECHO_WITHIN: Duration = Duration::from_secs(1);
 
@@ -121,12 +124,19 @@ fn a_burst_of_clients_closing_at_once_leaves_other_connections_flowing(io: &str)
 
     // Each client reaches the backend (its name line comes back), so each close tears down a
     // whole session: the client side, the backend side, both sockets.
+    let connecting = Instant::now();
     let mut burst = Vec::with_capacity(BURST);
     for i in 0..BURST {
         let mut c = Client::connect(listen).unwrap_or_else(|e| panic!("client {i}: {e}"));
         assert_eq!(c.backend_name().unwrap(), "a", "client {i}");
         burst.push(c);
     }
+    // Seconds at most when the thread wakes promptly; a stalled ring needed about 40.
+    let took = connecting.elapsed();
+    assert!(
+        took < CONNECTS_WITHIN,
+        "io = {io}: {BURST} clients took {took:?} to connect; each waited for a wake-up"
+    );
     drop(burst);
 
     echoes_in_time(&mut held, io, "while the burst closes");
