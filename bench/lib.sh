@@ -1,6 +1,7 @@
-# Shared pieces of the experiment scripts (bench/sockmap, bench/uring): a scratch directory
-# whose processes stop on exit, an nginx backend, a one-backend Tandem config, and medians of
-# "name value" lines. Source it from the project root after `set -euo pipefail`.
+# Shared pieces of the experiment scripts (bench/sockmap, bench/uring, the A/B scripts): a
+# scratch directory whose processes stop on exit, an nginx backend, a one-backend Tandem or
+# HAProxy config, and medians of "name value" lines. Source it from the project root after
+# `set -euo pipefail`.
 
 dir=$(mktemp -d)
 chmod 755 "$dir" # nginx workers run unprivileged and must read it
@@ -31,6 +32,25 @@ http {
   $1
 }
 NGINX
+}
+
+# haproxy_conf LISTEN BACKEND: writes $dir/haproxy.cfg, one thread, mode tcp, one server.
+haproxy_conf() {
+  cat > "$dir/haproxy.cfg" <<HAP
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind $1
+    default_backend be
+backend be
+    server s1 $2
+HAP
 }
 
 # tandem_conf LISTEN BACKEND ADMIN: writes $dir/tandem.toml, one worker thread, one service.

@@ -20,21 +20,7 @@ BE=28481 HA=28482 PORT0=28490
 source bench/lib.sh
 
 nginx_conf "server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 \"ok\\n\"; } }"
-cat > "$dir/haproxy.cfg" <<HAP
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend fe
-    bind 127.0.0.1:$HA
-    default_backend be
-backend be
-    server s1 127.0.0.1:$BE
-HAP
+haproxy_conf "127.0.0.1:$HA" "127.0.0.1:$BE"
 echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
 taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
 taskset -c "$CPU" haproxy -f "$dir/haproxy.cfg" & pids+=($!)

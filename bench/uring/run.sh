@@ -20,21 +20,7 @@ source bench/lib.sh
 gcc -O2 -o "$dir/relay" bench/uring/relay.c -luring
 nginx_conf "server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 \"ok\\n\"; } }"
 tandem_conf "127.0.0.1:$TD" "127.0.0.1:$BE" 127.0.0.1:28291
-cat > "$dir/haproxy.cfg" <<HAP
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend fe
-    bind 127.0.0.1:$HA
-    default_backend be
-backend be
-    server s1 127.0.0.1:$BE
-HAP
+haproxy_conf "127.0.0.1:$HA" "127.0.0.1:$BE"
 echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
 taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
 taskset -c "$CPU" "$TANDEM" run -c "$dir/tandem.toml" >"$dir/tandem.log" 2>&1 & pids+=($!)
