@@ -70,6 +70,29 @@ backends = [{ addr = "$2" }]
 TOML
 }
 
+# wrk_rounds TEST NAME:PORT...: REPS rounds of wrk (2 threads, 64 connections, SECS seconds,
+# GET /ok on 127.0.0.1:PORT, pinned to CPU) against each target in turn, keep-alive for TEST
+# "ka" and a new connection per request for "close"; prints each run and the medians, with
+# ratios to the target named haproxy.
+wrk_rounds() {
+  local test=$1 target rep r script=()
+  shift
+  if [ "$test" = close ]; then
+    echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
+    script=(-s "$dir/close.lua")
+  fi
+  : > "$dir/runs"
+  for rep in $(seq "$REPS"); do
+    for target in "$@"; do
+      r=$(taskset -c "$CPU" wrk -t2 -c64 -d"${SECS}s" "${script[@]}" "http://127.0.0.1:${target#*:}/ok" |
+        awk '/Requests\/sec/ {print $2} /Socket errors|Non-2xx/ {print "ERR " $0 > "/dev/stderr"}')
+      echo "${target%%:*} $r" >> "$dir/runs"
+      echo "$test rep $rep ${target%%:*}: $r req/s"
+    done
+  done
+  medians "$dir/runs" "$test" req/s haproxy
+}
+
 # medians FILE LABEL UNIT REF: FILE holds "name value" lines; prints each name's median and
 # its ratio to REF's.
 medians() {

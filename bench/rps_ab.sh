@@ -21,7 +21,6 @@ source bench/lib.sh
 
 nginx_conf "server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 \"ok\\n\"; } }"
 haproxy_conf "127.0.0.1:$HA" "127.0.0.1:$BE"
-echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
 taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
 taskset -c "$CPU" haproxy -f "$dir/haproxy.cfg" & pids+=($!)
 targets=("haproxy:$HA")
@@ -45,15 +44,5 @@ done
 grep -h "data thread" "$dir"/*.log || true
 
 for test in $TESTS; do
-  script=(); [ "$test" = close ] && script=(-s "$dir/close.lua")
-  : > "$dir/runs"
-  for rep in $(seq "$REPS"); do
-    for target in "${targets[@]}"; do
-      r=$(taskset -c "$CPU" wrk -t2 -c64 -d"${SECS}s" "${script[@]}" "http://127.0.0.1:${target#*:}/ok" |
-        awk '/Requests\/sec/ {print $2} /Socket errors|Non-2xx/ {print "ERR " $0 > "/dev/stderr"}')
-      echo "${target%%:*} $r" >> "$dir/runs"
-      echo "$test rep $rep ${target%%:*}: $r req/s"
-    done
-  done
-  medians "$dir/runs" "$test" req/s haproxy
+  wrk_rounds "$test" "${targets[@]}"
 done

@@ -21,7 +21,6 @@ gcc -O2 -o "$dir/relay" bench/uring/relay.c -luring
 nginx_conf "server { listen 127.0.0.1:$BE backlog=4096; location = /ok { return 200 \"ok\\n\"; } }"
 tandem_conf "127.0.0.1:$TD" "127.0.0.1:$BE" 127.0.0.1:28291
 haproxy_conf "127.0.0.1:$HA" "127.0.0.1:$BE"
-echo 'wrk.headers["Connection"] = "close"' > "$dir/close.lua"
 taskset -c "$CPU" nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
 taskset -c "$CPU" "$TANDEM" run -c "$dir/tandem.toml" >"$dir/tandem.log" 2>&1 & pids+=($!)
 taskset -c "$CPU" haproxy -f "$dir/haproxy.cfg" & pids+=($!)
@@ -32,15 +31,5 @@ for port in $BE $TD $HA $UR; do
 done
 
 for test in ka close; do
-  script=(); [ "$test" = close ] && script=(-s "$dir/close.lua")
-  : > "$dir/runs"
-  for rep in $(seq "$REPS"); do
-    for target in tandem:$TD haproxy:$HA io_uring:$UR; do
-      r=$(taskset -c "$CPU" wrk -t2 -c64 -d"${SECS}s" "${script[@]}" "http://127.0.0.1:${target#*:}/ok" |
-        awk '/Requests\/sec/ {print $2} /Socket errors|Non-2xx/ {print "ERR " $0 > "/dev/stderr"}')
-      echo "${target%%:*} $r" >> "$dir/runs"
-      echo "$test rep $rep ${target%%:*}: $r req/s"
-    done
-  done
-  medians "$dir/runs" "$test" req/s haproxy
+  wrk_rounds "$test" tandem:$TD haproxy:$HA io_uring:$UR
 done
