@@ -308,7 +308,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     };
     let io = workers.io();
     let data_threads = workers.threads_io().to_vec();
-    let threads = workers.handles().len();
     let daemon = Daemon::start(config, config_path, workers.handles().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
@@ -325,8 +324,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
-        io,
-        threads,
         data_threads,
         stopping: std::sync::atomic::AtomicBool::new(false),
     });

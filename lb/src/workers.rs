@@ -145,16 +145,9 @@ impl Workers {
         &self.handles
     }
 
-    /// "io_uring" (every thread has a ring, of whichever kind), "epoll", or "mixed".
+    /// How the data plane moves bytes, in a word (see [`io_name`]).
     pub fn io(&self) -> IoName {
-        let rings = self.io.iter().filter(|t| t.kind != IoKind::Epoll).count();
-        if rings == self.io.len() {
-            "io_uring"
-        } else if rings == 0 {
-            "epoll"
-        } else {
-            "mixed"
-        }
+        io_name(&self.io)
     }
 
     /// How each data thread moves bytes, and why.
@@ -176,6 +169,18 @@ impl Drop for Workers {
     /// A node that fails to start after its data threads did lets them end with it.
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// "io_uring" (every thread has a ring, of whichever kind), "epoll", or "mixed".
+pub fn io_name(threads: &[ThreadIo]) -> IoName {
+    let rings = threads.iter().filter(|t| t.kind != IoKind::Epoll).count();
+    if rings == threads.len() {
+        "io_uring"
+    } else if rings == 0 {
+        "epoll"
+    } else {
+        "mixed"
     }
 }
 

@@ -86,12 +86,8 @@ pub struct AdminContext {
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
     pub reloads: Arc<ReloadCounts>,
-    /// How the relay moves bytes on this node: "io_uring", "epoll" (or "mixed", when only
-    /// some data threads got a ring).
-    pub io: &'static str,
-    /// Data-plane threads running (a changed `threads` waits for a restart).
-    pub threads: usize,
-    /// How each data thread moves bytes, and the start-up evidence for it.
+    /// How each data thread moves bytes (one entry per thread), and the start-up evidence
+    /// for it.
     pub data_threads: Vec<crate::workers::ThreadIo>,
     /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
     /// VRRP, so a load balancer in front stops sending new clients.

@@ -127,8 +127,8 @@ pub(super) fn status_json(context: &AdminContext) -> String {
         .collect();
     let body = json!({
         "node": config.node.name,
-        "io": context.io,
-        "threads": context.threads,
+        "io": crate::workers::io_name(&context.data_threads),
+        "threads": context.data_threads.len(),
         "data_threads": context
             .data_threads
             .iter()

@@ -20,7 +20,7 @@ mod ring;
 mod stream;
 mod transport;
 
-pub use probe::{WakeProbe, probe};
+pub use probe::probe;
 pub use ring::{RingKind, flush, install, installed, uninstall};
 pub use stream::RingStream;
 pub use transport::Uring;
