@@ -481,6 +481,16 @@ async fn process_by_name_finds_a_process_by_its_argv0_basename() {
             .spawn()
             .unwrap(),
     );
+    // `spawn` returns once the child has begun its exec, which can be before the new image's
+    // arguments are readable in /proc/PID/cmdline (CI once probed in that window). A real check
+    // simply sees the process on its next interval; the test waits for the kernel instead.
+    let cmdline = format!("/proc/{}/cmdline", child.0.id());
+    let deadline = Instant::now() + LIMIT;
+    while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"/opt/fake/"))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let by_name = |n: &str| CheckSpec::Process {
         target: ProcessTarget::Name(n.to_owned()),
     };
