@@ -12,8 +12,8 @@ use crate::admin::AdminClient;
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
-use crate::proxy::uring;
 use crate::{daemon, demo};
+use syscall::uring;
 
 #[derive(Parser, Debug)]
 #[command(

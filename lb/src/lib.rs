@@ -3,9 +3,9 @@
 //! The binary (`src/main.rs`) only calls [`cli::main`]. Everything else is a library so the
 //! end-to-end tests in `tests/` can build the same binary and drive it as a real process.
 //!
-//! Unsafe code is denied everywhere but in `proxy::uring`, whose rings share memory with the
-//! kernel; there each block has a `// SAFETY:` line.
-#![deny(unsafe_code)]
+//! Unsafe code is forbidden: what shares memory or descriptors with the kernel (the io_uring
+//! rings, raw socket calls) is the `syscall` crate's, behind safe functions.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod balance;

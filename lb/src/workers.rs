@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IoMode;
-use crate::proxy::uring::{self, RingKind};
+use syscall::uring::{self, RingKind};
 
 /// How a node's data plane moves bytes, as `/status` and the start-up line say it.
 pub type IoName = &'static str;

@@ -22,9 +22,8 @@
 //! Use [`packet`] alone to inspect or craft adverts; use [`machine`] with your own I/O to run
 //! an election; use `instance` to run one on a real interface.
 //!
-//! `unsafe` is denied crate-wide; only files under `sys` that need it opt out with a local
-//! `#![allow(unsafe_code)]`, each block with a `// SAFETY:` line.
-#![deny(unsafe_code)]
+//! `unsafe` is forbidden: the raw calls it would need are the `syscall` crate's.
+#![forbid(unsafe_code)]
 
 pub mod instance;
 pub mod machine;

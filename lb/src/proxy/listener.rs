@@ -82,11 +82,8 @@ fn listening_socket(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Resul
 }
 
 /// Registers a listening socket with the reactor of the runtime entered, for accept readiness.
-#[allow(unsafe_code)]
 fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
-    // SAFETY: a `Socket` owns its descriptor, so it stays open and names the same socket
-    // until the AsyncFd drops it or hands it back (`into_inner`).
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
+    syscall::reactor::register(socket, Interest::READABLE)
 }
 
 /// Bound, listening sockets not yet accepting: one per data runtime.

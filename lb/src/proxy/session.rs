@@ -12,7 +12,7 @@ use super::connect::{NoBackend, connect_any};
 use super::proxy_protocol;
 use super::relay::{End, Meters, reset_on_close};
 use super::transport::{Epoll, Transport};
-use super::uring::{self, Uring};
+use super::uring::Uring;
 use crate::snapshot::ServiceRuntime;
 
 /// Serves one accepted client with the service generation current at accept time, on the
@@ -21,7 +21,7 @@ use crate::snapshot::ServiceRuntime;
 /// The accept loop has already counted the connection as open (it took a `max_conns` slot),
 /// so that the limit holds even before this task first runs; it is counted closed here.
 pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
-    if uring::installed() {
+    if syscall::uring::installed() {
         serve_on::<Uring>(client, peer, service).await
     } else {
         serve_on::<Epoll>(client, peer, service).await

@@ -7,8 +7,6 @@
 //! so it costs nothing on a busy link. NAs go out on an ICMPv6 raw socket; the kernel fills
 //! the ICMPv6 checksum for those.
 
-#![allow(unsafe_code)]
-
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
@@ -123,22 +121,7 @@ impl Announcer {
 
 /// The `sockaddr_ll` of an ARP broadcast on interface `index`.
 fn link_broadcast(index: u32) -> io::Result<SockAddr> {
-    let index = i32::try_from(index).map_err(|_| io::Error::other("interface index too large"))?;
-    // SAFETY: `try_init` hands us zeroed storage large enough for any socket address; we
-    // write a `sockaddr_ll` into it (which fits) and report exactly its size.
-    let ((), addr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            let ll = &mut *storage.cast::<libc::sockaddr_ll>();
-            ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-            ll.sll_protocol = ETH_P_ARP.to_be();
-            ll.sll_ifindex = index;
-            ll.sll_halen = 6;
-            ll.sll_addr[..6].copy_from_slice(&BROADCAST);
-            *len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            Ok(())
-        })
-    }?;
-    Ok(addr)
+    syscall::socket::link_layer_addr(index, ETH_P_ARP, BROADCAST)
 }
 
 #[cfg(test)]

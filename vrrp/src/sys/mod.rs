@@ -5,8 +5,8 @@
 //! - [`addr`]: VIPs added and removed with rtnetlink.
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
 //!
-//! `unsafe` is allowed here only: to build a link-layer socket address (`announce`), and to
-//! register raw sockets with tokio and read control messages (`socket`).
+//! What needs `unsafe` (registering raw sockets with tokio, reading control messages, a
+//! link-layer socket address) is the workspace's `syscall` crate's.
 
 pub mod addr;
 pub mod announce;

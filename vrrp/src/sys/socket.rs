@@ -7,8 +7,6 @@
 //! same subnet is present. Both carry TTL / hop limit 255 (§5.1.1.3): routers drop anything
 //! else, so an advert can never come from beyond the link.
 
-#![allow(unsafe_code)]
-
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -62,9 +60,7 @@ impl AdvertSocketV4 {
         // Never read: the kernel still queues protocol-112 packets addressed to us on it, so
         // keep that queue as small as the kernel allows.
         tx.set_recv_buffer_size(1)?;
-        // SAFETY: the `Socket` owns its descriptor, always reports that same one, and closes it
-        // only when dropped, which happens when the `AsyncFd` drops it.
-        let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }?;
+        let rx = syscall::reactor::register(rx, Interest::READABLE)?;
         Ok(Self { rx, tx, source })
     }
 
@@ -144,8 +140,7 @@ impl AdvertSocketV6 {
         // Never read: the kernel still queues protocol-112 packets addressed to us on it, so
         // keep that queue as small as the kernel allows.
         tx.set_recv_buffer_size(1)?;
-        // SAFETY: as for IPv4 above: the `Socket` owns its descriptor for the `AsyncFd`'s life.
-        let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }?;
+        let rx = syscall::reactor::register(rx, Interest::READABLE)?;
         Ok(Self {
             rx,
             tx,
@@ -196,32 +191,15 @@ fn send_whole(tx: &Socket, message: &[u8], to: SockAddr) -> io::Result<()> {
 }
 
 fn recv_with_hop_limit(socket: &Socket, buf: &mut [u8]) -> io::Result<ReceivedV6> {
-    use socket2::{MaybeUninitSlice, MsgHdrMut};
-    use std::mem::MaybeUninit;
-    let mut control = [MaybeUninit::<u8>::uninit(); 64];
-    let mut from = SockAddr::from(std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
-    // SAFETY: reinterpreting initialised bytes as possibly-uninitialised ones is always sound;
-    // the kernel only ever writes into them.
-    let data = unsafe { &mut *(std::ptr::from_mut::<[u8]>(buf) as *mut [MaybeUninit<u8>]) };
-    let mut bufs = [MaybeUninitSlice::new(data)];
-    let mut msg = MsgHdrMut::new()
-        .with_addr(&mut from)
-        .with_buffers(&mut bufs)
-        .with_control(&mut control);
-    let len = socket.recvmsg(&mut msg, 0)?;
-    let control_len = msg.control_len();
-    // SAFETY: `recvmsg` initialised the first `control_len` bytes of the control buffer.
-    let control: Vec<u8> = control[..control_len]
-        .iter()
-        .map(|b| unsafe { b.assume_init() })
-        .collect();
-    let src = from
+    let datagram = syscall::socket::recv_with_control(socket, buf)?;
+    let src = datagram
+        .from
         .as_socket_ipv6()
         .map_or(Ipv6Addr::UNSPECIFIED, |a| *a.ip());
     Ok(ReceivedV6 {
-        len,
+        len: datagram.len,
         src,
-        hop_limit: hop_limit_from_control(&control),
+        hop_limit: hop_limit_from_control(&datagram.control),
     })
 }
 

@@ -8,19 +8,16 @@
 //! system calls an epoll proxy pays, and the epoll wake-ups with them. `bench/uring` measured
 //! the gain that motivated it.
 //!
+//! The ring itself, its buffers and ring-driven sockets are Tandem's syscall layer,
+//! [`syscall::uring`]; this module is the relay and the [`Transport`](super::transport::Transport)
+//! built on them.
+//!
 //! Used when `[node] io` is `auto` or names a ring, and only where the ring's start-up probe
-//! saw it wake its thread promptly (`probe`). Each data thread runs a current-thread
-//! runtime with a ring of its own (see `crate::workers`): no task ever leaves the thread, so
-//! no operation can reach another thread's ring.
+//! saw it wake its thread promptly (`syscall::uring::probe`). Each data thread runs a
+//! current-thread runtime with a ring of its own (see `crate::workers`): no task ever leaves
+//! the thread, so no operation can reach another thread's ring.
 
-mod buffers;
-mod probe;
 mod relay;
-mod ring;
-mod stream;
 mod transport;
 
-pub use probe::probe;
-pub use ring::{RingKind, flush, install, installed, uninstall};
-pub use stream::RingStream;
 pub use transport::Uring;

@@ -20,9 +20,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::buffers::BUF_SIZE;
-use super::ring::{self, Received};
-use super::stream::RingStream;
+use syscall::uring::{self, BUF_SIZE, Received, RingStream};
+
 use crate::proxy::relay::{
     End, Meters, Outcome, deadline, give_back_buffer, idle_for, pass_abort_on, take_buffer,
 };
@@ -132,11 +131,11 @@ async fn pump(
         }
     };
     loop {
-        let mut buf = match ring::recv(src.as_raw_fd()).await {
+        let mut buf = match uring::recv(src.as_raw_fd()).await {
             Received::Data(buf) => buf,
             Received::End => break,
             Received::NoBuffers => {
-                if !ring::grow_buffers() {
+                if !uring::grow_buffers() {
                     tokio::time::sleep(NO_BUFFER_PAUSE).await;
                 }
                 continue;
@@ -145,13 +144,13 @@ async fn pump(
         };
         moved.store(true, Relaxed);
         let bulk = buf.len == BUF_SIZE;
-        let (result, back) = ring::send(dst.as_raw_fd(), buf, 0).await;
+        let (result, back) = uring::send(dst.as_raw_fd(), buf, 0).await;
         buf = back;
         let sent = match result {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
-                ring::give_back(buf);
+                uring::give_back(buf);
                 return Err(e);
             }
         };
@@ -160,8 +159,8 @@ async fn pump(
             // The destination is full: keep the rest in a back-pressure buffer of the epoll
             // relay's (reused per thread) and free the pool buffer.
             let mut own = take_buffer();
-            let kept = ring::copy_into(&buf, sent, &mut own);
-            ring::give_back(buf);
+            let kept = uring::copy_into(&buf, sent, &mut own);
+            uring::give_back(buf);
             // Boxed, like the splice below: rare paths, kept out of every idle session's
             // future (memory per idle connection is a figure operators compare).
             let written = match dst.epoll() {
@@ -171,7 +170,7 @@ async fn pump(
             give_back_buffer(own);
             written?;
         } else {
-            ring::give_back(buf);
+            uring::give_back(buf);
         }
         if bulk && Box::pin(splice_while_streaming(src.epoll()?, dst.epoll()?, &count)).await? {
             break;

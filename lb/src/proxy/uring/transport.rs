@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use socket2::{SockRef, Socket};
 
-use super::ring;
-use super::stream::RingStream;
+use syscall::uring::{self, RingStream};
+
 use crate::proxy::relay::{Meters, Outcome};
 use crate::proxy::transport::Transport;
 
@@ -31,7 +31,7 @@ impl Transport for Uring {
     ) -> io::Result<RingStream> {
         // Owned from here, so a dropped connect closes its socket behind the cancel.
         let stream = RingStream::new(socket);
-        ring::connect(stream.as_raw_fd(), addr, timeout).await?;
+        uring::connect(stream.as_raw_fd(), addr, timeout).await?;
         Ok(stream)
     }
 

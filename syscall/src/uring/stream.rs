@@ -5,7 +5,6 @@
 //! callback on each of its packets, for readiness the ring path never asks for. So a
 //! `RingStream` starts unregistered; back-pressure writes and splice, which do wait on
 //! readiness, register a duplicate of the descriptor the first time they need it.
-#![allow(unsafe_code)]
 
 use std::io;
 use std::mem::ManuallyDrop;

@@ -5,7 +5,6 @@
 //! connection therefore holds no buffer at all, as on the epoll path, however many receives
 //! wait. The pool starts small and grows in chunks when the kernel finds it empty, up to
 //! `MAX_BUFFERS`.
-#![allow(unsafe_code)]
 
 use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,16 @@
+//! Tandem's syscall layer: the only crate with `unsafe` code.
+//!
+//! Everything here shares memory or descriptors with the kernel in ways the compiler cannot
+//! check, so it lives in one place, behind safe functions whose contracts the rest of Tandem
+//! (`lb`, `vrrp`, `healthcheck`, which all forbid unsafe code) relies on. Each `unsafe` block
+//! says why it holds in a `// SAFETY:` line.
+//!
+//! - [`uring`]: one io_uring per data thread, its provided receive buffers, sockets whose
+//!   operations go through it, and the start-up probe that proves it wakes its thread.
+//! - [`reactor`]: registering an owned socket with tokio's reactor.
+//! - [`socket`]: what socket2 leaves to raw code: a receive with its control messages, and a
+//!   link-layer (`AF_PACKET`) destination address.
+
+pub mod reactor;
+pub mod socket;
+pub mod uring;
