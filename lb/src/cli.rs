@@ -12,8 +12,7 @@ use crate::admin::AdminClient;
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
-use crate::{daemon, demo};
-use syscall::uring;
+use crate::{demo, node, workers};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -355,7 +354,7 @@ fn run(config: Config, path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     raise_fd_limit();
-    match runtime.block_on(daemon::run(config, path)) {
+    match runtime.block_on(node::run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("not started: {e}");
@@ -368,20 +367,10 @@ fn run(config: Config, path: &Path) -> ExitCode {
 /// The main thread's runtime: the whole node with `threads = 1`, its control plane with more
 /// (the data threads then run runtimes of their own, see [`crate::workers`]).
 pub fn build_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    runtime_for_one_thread().map_err(|e| {
+    workers::runtime_for_one_thread().map_err(|e| {
         eprintln!("tandem: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
-}
-
-/// A current-thread runtime: everything on one thread, with no cross-thread hand-offs. It
-/// submits the thread's io_uring operations (if the thread has a ring) each time it is about
-/// to wait for events: one system call per batch.
-pub fn runtime_for_one_thread() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(uring::flush)
-        .build()
 }
 
 /// Lifts the soft open-files limit to the hard one: each proxied connection holds two

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{config, daemon};
+use crate::{config, node};
 
 /// Largest request head a demo backend reads before giving up on a client.
 const MAX_HEAD: usize = 8 * 1024;
@@ -43,7 +43,7 @@ pub async fn run(web_port: u16, app_port: u16, admin_port: u16) -> anyhow::Resul
         std::process::id()
     );
     println!("Ctrl-C drains and stops.");
-    let result = daemon::run(config, &path).await;
+    let result = node::run(config, &path).await;
     let _ = std::fs::remove_file(&path);
     result.map_err(|e| {
         anyhow::anyhow!("{e} (choose other ports with --web-port / --app-port / --admin-port)")

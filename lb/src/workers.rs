@@ -18,6 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::IoMode;
 use syscall::uring::{self, RingKind};
 
+/// A current-thread runtime: everything on one thread, with no cross-thread hand-offs. It
+/// submits the thread's io_uring operations (if the thread has a ring) each time it is about
+/// to wait for events: one system call per batch.
+pub fn runtime_for_one_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(uring::flush)
+        .build()
+}
+
 /// How a node's data plane moves bytes, as `/status` and the start-up line say it.
 pub type IoName = &'static str;
 
@@ -81,7 +91,7 @@ pub struct Workers {
 
 impl Workers {
     /// The calling runtime serves the connections itself (`threads = 1`). Must run on the
-    /// runtime `cli::build_runtime` made, whose park hook submits the ring's operations, and
+    /// runtime [`runtime_for_one_thread`] made, whose park hook submits the ring's operations, and
     /// before anything busy runs on it (the ring's probe wants a thread that sleeps).
     pub async fn here(io: IoMode) -> Result<Self, WorkersError> {
         Ok(Self {
@@ -187,7 +197,7 @@ pub fn io_name(threads: &[ThreadIo]) -> IoName {
 type Started = Result<(Handle, ThreadIo), WorkersError>;
 
 fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Sender<Started>) {
-    let runtime = match crate::cli::runtime_for_one_thread() {
+    let runtime = match runtime_for_one_thread() {
         Ok(runtime) => runtime,
         Err(source) => {
             let _ = ready.send(Err(WorkersError::Thread { index, source }));

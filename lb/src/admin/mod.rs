@@ -13,6 +13,7 @@
 mod client;
 pub mod healthz;
 mod report;
+mod server;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use vrrp::instance::Status;
 
 pub use client::{AdminClient, ClientError};
+pub use server::AdminServer;
 
 use crate::config::Config;
 use crate::health::PoolsHealth;

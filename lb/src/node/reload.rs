@@ -1,0 +1,82 @@
+//! One reload: re-read the config file and commit all of it (data plane, health checks,
+//! failover instances, the admin token and address), or, when the file or a bind is bad,
+//! none of the data plane, leaving the node serving what it served.
+
+use std::time::Duration;
+
+use super::Node;
+use crate::admin::AdminServer;
+use crate::config::{self, Config};
+use crate::sd_notify;
+
+impl Node {
+    /// Re-reads the config file and applies all of it, or none of the data plane.
+    pub(super) async fn reload(&mut self) -> Result<String, String> {
+        sd_notify::notify("RELOADING=1");
+        let result = self.try_reload().await;
+        sd_notify::notify("READY=1");
+        match &result {
+            Ok(summary) => {
+                self.reloads
+                    .ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("configuration reloaded: {summary}");
+            }
+            Err(e) => {
+                self.reloads
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    "configuration reload rejected, still serving the previous one: {e}"
+                );
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<String, String> {
+        let config = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let token = resolve_token(&config).map_err(|e| e.to_string())?;
+        let summary = self.data_plane.apply(config).map_err(|e| e.to_string())?;
+        let mut notes = Vec::new();
+        for error in self.failover.apply(&self.data_plane.config().vrrp).await {
+            tracing::error!("{error}");
+            notes.push(error.to_string());
+        }
+        let _ = self.roles.send(self.failover.roles());
+        let _ = self.token.send(token);
+        let admin = self.data_plane.config().node.admin;
+        if admin != self.admin.addr {
+            match AdminServer::start(admin, self.context.clone()).await {
+                Ok(server) => {
+                    // The old server may be answering this very reload: give its replies a
+                    // moment to leave before it stops.
+                    let old = std::mem::replace(&mut self.admin, server);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        old.stop();
+                    });
+                }
+                Err(e) => {
+                    tracing::error!("{e}; the admin API stays where it was");
+                    notes.push(e.to_string());
+                }
+            }
+        }
+        let mut text = summary.to_string();
+        for note in notes {
+            text.push_str("; ");
+            text.push_str(&note);
+        }
+        Ok(text)
+    }
+}
+
+pub(super) fn resolve_token(config: &Config) -> std::io::Result<Option<String>> {
+    config
+        .node
+        .admin_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()
+}
