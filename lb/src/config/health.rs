@@ -382,3 +382,6 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::raw::RawPool;
+use super::pool::RawPool;
 use super::validate::Validator;
 use super::values;
 
@@ -524,3 +524,6 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

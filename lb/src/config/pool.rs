@@ -1,0 +1,188 @@
+//! The `[[pool]]` tables: named sets of backends that services send traffic to.
+//!
+//! Holds the checked types ([`PoolConfig`], [`BackendConfig`], [`Role`]), the raw form as written
+//! and the checks: unique pool names, a non-empty backend list, unique concrete backend
+//! addresses, and each backend's weight, limits and merged `health` table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::health::{HealthConfig, RawHealth};
+use super::validate::Validator;
+
+const MAX_WEIGHT: i64 = 256;
+
+/// A named set of backends (`[[pool]]`); several services may share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Never empty; addresses are unique within the pool.
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: SocketAddr,
+    /// Relative share of traffic, 1..=256. Default 1.
+    pub weight: u32,
+    /// Default [`Role::Primary`].
+    pub role: Role,
+    /// 0 = unlimited (default).
+    pub max_conns: u32,
+    /// How this backend is probed (the pool's `health` merged with its own); `None`: never
+    /// probed, always considered up.
+    pub health: Option<HealthConfig>,
+}
+
+/// Backups only receive traffic when no primary is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Backup,
+}
+
+impl Role {
+    /// The spelling used in TOML.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPool {
+    pub name: Spanned<String>,
+    /// Optional here so that a missing list is reported like an empty one.
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    /// How every backend of the pool is probed; absent: no active checks.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub addr: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub role: Option<Spanned<Role>>,
+    pub max_conns: Option<Spanned<i64>>,
+    /// Overrides of the pool's `health`, key by key, for this backend.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+impl Validator<'_> {
+    pub(crate) fn pools(&mut self, raw: &[Spanned<RawPool>]) -> Vec<PoolConfig> {
+        let mut first_seen: HashMap<&str, usize> = HashMap::new();
+        let mut pools = Vec::with_capacity(raw.len());
+        for spanned in raw {
+            let pool = spanned.get_ref();
+            let name = pool.name.get_ref();
+            self.name("pool", &pool.name);
+            if let Some(&line) = first_seen.get(name.as_str()) {
+                let message = format!("duplicate pool name {name:?}; first defined at line {line}");
+                self.error(pool.name.span(), message);
+            } else {
+                first_seen.insert(name, self.line_of(&pool.name.span()));
+            }
+            let backends = match &pool.backends {
+                Some(list) if !list.get_ref().is_empty() => {
+                    self.backends(name, list.get_ref(), pool.health.as_ref())
+                }
+                missing_or_empty => {
+                    let span = missing_or_empty
+                        .as_ref()
+                        .map_or(spanned.span(), |l| l.span());
+                    let message =
+                        format!("pool {name:?} has no backends; add at least one to `backends`");
+                    self.error(span, message);
+                    Vec::new()
+                }
+            };
+            pools.push(PoolConfig {
+                name: name.clone(),
+                backends,
+            });
+        }
+        pools
+    }
+
+    fn backends(
+        &mut self,
+        pool: &str,
+        raw: &[Spanned<RawBackend>],
+        pool_health: Option<&Spanned<RawHealth>>,
+    ) -> Vec<BackendConfig> {
+        let mut first_seen: HashMap<SocketAddr, (usize, usize)> = HashMap::new();
+        let mut backends = Vec::with_capacity(raw.len());
+        for spanned in raw {
+            let backend = spanned.get_ref();
+            let addr = self.addr("backend addr", &backend.addr);
+            if let Some(addr) = addr {
+                if addr.ip().is_unspecified() {
+                    let message = format!(
+                        "backend addr {addr} is the unspecified address; name a concrete backend IP"
+                    );
+                    self.error(backend.addr.span(), message);
+                } else if let Some(&(line, column)) = first_seen.get(&addr) {
+                    let message = format!(
+                        "duplicate backend {addr} in pool {pool:?}; first listed at \
+                         line {line}, column {column}"
+                    );
+                    self.error(backend.addr.span(), message);
+                } else {
+                    first_seen.insert(addr, self.line_column(&backend.addr.span()));
+                }
+            }
+            let weight = match &backend.weight {
+                Some(w) if *w.get_ref() == 0 => {
+                    let message = "weight 0 is not allowed; to stop traffic to a backend, \
+                                   drain it or remove it"
+                        .to_owned();
+                    self.error(w.span(), message);
+                    1
+                }
+                _ => self.int("weight", &backend.weight, 1..=MAX_WEIGHT, 1),
+            };
+            let max_conns = self.int("max_conns", &backend.max_conns, 0..=u32::MAX.into(), 0);
+            // Each backend's table is its pool's, overridden key by key by its own; a problem
+            // shared by every backend is reported once (errors are deduplicated by position).
+            let health = match (pool_health, &backend.health) {
+                (None, None) => None,
+                (Some(p), None) => addr.and_then(|a| self.health(p.get_ref(), p.span(), a)),
+                (base, Some(own)) => {
+                    let merged = base
+                        .map(|p| p.get_ref().overridden_by(own.get_ref()))
+                        .unwrap_or_else(|| own.get_ref().clone());
+                    addr.and_then(|a| self.health(&merged, own.span(), a))
+                }
+            };
+            backends.push(BackendConfig {
+                addr: addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                weight,
+                role: backend
+                    .role
+                    .as_ref()
+                    .map_or(Role::Primary, |r| *r.get_ref()),
+                max_conns,
+                health,
+            });
+        }
+        backends
+    }
+}
+
+#[cfg(test)]
+mod tests;
