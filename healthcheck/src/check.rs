@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -79,17 +79,9 @@ pub enum ProcessTarget {
     PidFile(PathBuf),
 }
 
-/// The most of a command's stdout (and of its stderr) kept for the debug log; the rest is read
-/// and dropped so a chatty script never blocks on a full pipe.
-pub const OUTPUT_LIMIT: usize = 4096;
-
 /// The most of an HTTP body searched for the expected substring: a health page is small, and a
 /// backend streaming an endless body must not hold the probe.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// How long, after killing a timed-out command, we wait for it to be reaped before leaving the
-/// rest to tokio's orphan reaper. SIGKILL cannot be ignored, so this is only a safety bound.
-const REAP_GRACE: Duration = Duration::from_secs(1);
 
 /// The longest excerpt of a TCP reply quoted in an error.
 const QUOTE_LIMIT: usize = 64;
@@ -393,107 +385,27 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Kills the command's whole process group (SIGKILL) when dropped unless disarmed: on timeout,
-/// and also when the probe is cancelled mid-run (its monitor task aborted on reload), so no path
-/// leaves a script or its children running.
-struct GroupKill(Option<rustix::process::Pid>);
-
-impl GroupKill {
-    fn kill(&mut self) {
-        if let Some(group) = self.0.take() {
-            // ESRCH (group already gone) is the outcome we want; nothing else can be done.
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn command(argv: &[String], timeout: Duration) -> Result<(), CheckError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(CheckError::InvalidSpec("command is empty".into()));
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group (pgid = its pid), so one kill reaches everything it started.
-        .process_group(0)
-        // If even the reap below is cancelled, tokio still kills and reaps the leader.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| CheckError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    let mut group = GroupKill(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(rustix::process::Pid::from_raw),
+    let finished = runner::run(argv, timeout).await.map_err(|e| match e {
+        runner::RunError::Empty => CheckError::InvalidSpec("command is empty".into()),
+        runner::RunError::Spawn { program, source } => CheckError::Spawn { program, source },
+        runner::RunError::Wait(e) => CheckError::Io(e),
+        runner::RunError::Timeout(timeout) => {
+            tracing::debug!(program = %argv[0], ?timeout, "health check command killed at its timeout");
+            CheckError::Timeout(timeout)
+        }
+    })?;
+    tracing::debug!(
+        program = %argv[0],
+        status = %finished.status,
+        stdout = %String::from_utf8_lossy(&finished.stdout),
+        stderr = %String::from_utf8_lossy(&finished.stderr),
+        "health check command finished"
     );
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-
-    let run = async { tokio::join!(child.wait(), capture(stdout), capture(stderr)) };
-    match tokio::time::timeout_at(deadline, run).await {
-        Ok((status, stdout, stderr)) => {
-            // The leader has been reaped, so its pid (and the group id) may be reused: never
-            // signal it again.
-            group.disarm();
-            let status = status.map_err(CheckError::Io)?;
-            tracing::debug!(
-                program = %program,
-                %status,
-                stdout = %String::from_utf8_lossy(&stdout),
-                stderr = %String::from_utf8_lossy(&stderr),
-                "health check command finished"
-            );
-            if status.success() {
-                Ok(())
-            } else {
-                Err(CheckError::Exit(status))
-            }
-        }
-        Err(_) => {
-            group.kill();
-            if tokio::time::timeout(REAP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(program = %program, "killed health check command not reaped in time");
-            }
-            tracing::debug!(program = %program, ?timeout, "health check command killed at its timeout");
-            Err(CheckError::Timeout(timeout))
-        }
-    }
-}
-
-/// Reads a pipe to its end, keeping the first [`OUTPUT_LIMIT`] bytes.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(mut pipe) = pipe else {
-        return kept;
-    };
-    let mut buf = [0u8; 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let take = n.min(OUTPUT_LIMIT - kept.len());
-                kept.extend_from_slice(&buf[..take]);
-            }
-        }
+    if finished.status.success() {
+        Ok(())
+    } else {
+        Err(CheckError::Exit(finished.status))
     }
 }
 

@@ -1,69 +1,46 @@
-//! The node's part in VRRP: one `vrrp::Instance` per `[[vrrp]]` table, with what the daemon
-//! adds around each — pool tracking that lowers its priority, notify scripts on role changes,
-//! and the order of things at shutdown (resign first, so the peer takes over while our own
-//! connections drain).
+//! The node's part in VRRP: the `[[vrrp]]` tables run as a `vrrp::instances::Instances` set
+//! (reload by difference, notify scripts, sync groups, the order of a stop), plus what
+//! Tandem adds around each instance: pool tracking that lowers its priority, and a gateway
+//! ping whose failure puts it in FAULT.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use healthcheck::check::CheckSpec;
 use healthcheck::monitor::{Monitor, Target, TargetId};
 use healthcheck::status::Thresholds;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use vrrp::instance::{Command, Instance, InstanceConfig, StartError, Status, Transition};
-use vrrp::{State, Version};
+use vrrp::Version;
+use vrrp::instance::{Command, InstanceConfig, Status};
+use vrrp::instances::{ExternalFaults, InstanceError, InstanceSpec, Instances};
 
-use crate::config::{Notify, TrackPool, VrrpConfig, VrrpMode};
+use crate::config::{TrackPool, VrrpConfig, VrrpMode};
 use crate::health::PoolsHealth;
 
-/// The running instances, by name.
+/// The running instances and what Tandem adds to them.
 pub struct Failover {
-    instances: BTreeMap<String, Running>,
+    instances: Instances,
     /// The configured instances (running or not): sync groups are read from here.
     configs: Vec<VrrpConfig>,
     pools: watch::Receiver<PoolsHealth>,
     /// Pings of each instance's `track_gateway`.
     gateways: Monitor,
-    /// Turns link and gateway faults into FAULT for the instances they concern (an instance's
-    /// own gateway, and every member of a sync group when one member is faulty).
-    faults: Option<JoinHandle<()>>,
+    /// Passes gateway transitions on to the instances' external-fault channels.
+    gateway_faults: Option<Tasks>,
+    /// Pool tracking, one task per instance that tracks pools; replaced on every reload.
+    tracking: Tasks,
 }
 
-/// How often fault sources are combined: a tenth of a second adds little to the 200 ms link
-/// poll and the gateway's own interval.
-const FAULT_POLL: Duration = Duration::from_millis(100);
+/// Tasks that end when this is dropped.
+struct Tasks(Vec<JoinHandle<()>>);
 
-struct Running {
-    config: VrrpConfig,
-    instance: Instance,
-    /// The tracking task: replaced on every reload, aborted on stop.
-    tracking: Helpers,
-    /// Runs the notify scripts, one transition after another. Kept across reloads that leave
-    /// `notify` unchanged, and allowed to finish at stop: aborting it would kill a script
-    /// halfway (say, a `master` script setting up routes).
-    notify: JoinHandle<()>,
-}
-
-/// Tasks that end with their instance.
-struct Helpers(Vec<JoinHandle<()>>);
-
-impl Drop for Helpers {
+impl Drop for Tasks {
     fn drop(&mut self) {
-        for helper in &self.0 {
-            helper.abort();
+        for task in &self.0 {
+            task.abort();
         }
     }
-}
-
-/// An instance that could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("vrrp {name}: {source}")]
-pub struct FailoverError {
-    pub name: String,
-    #[source]
-    pub source: StartError,
 }
 
 impl Failover {
@@ -71,163 +48,78 @@ impl Failover {
     pub async fn start(
         configs: &[VrrpConfig],
         pools: watch::Receiver<PoolsHealth>,
-    ) -> Result<Self, FailoverError> {
+    ) -> Result<Self, InstanceError> {
+        let gateways = Monitor::new();
+        let (gateway_faults, external) = watch_gateways(configs, &gateways);
+        let instances = Instances::start(&specs(configs), external).await?;
         let mut failover = Self {
-            instances: BTreeMap::new(),
+            instances,
             configs: configs.to_vec(),
             pools,
-            gateways: Monitor::new(),
-            faults: None,
+            gateways,
+            gateway_faults,
+            tracking: Tasks(Vec::new()),
         };
-        for config in configs {
-            match failover.start_one(config).await {
-                Ok(running) => {
-                    failover.instances.insert(config.name.clone(), running);
-                }
-                Err(e) => {
-                    failover.shutdown().await;
-                    return Err(e);
-                }
-            }
-        }
-        failover.watch_faults();
+        failover.track();
         Ok(failover)
     }
 
-    /// Applies a reloaded config. An instance whose election settings are unchanged keeps
-    /// running, so its role (and the VIPs) stay put; only its tracking and notify settings are
-    /// refreshed. Changed instances restart; removed ones resign. Returns the instances that
-    /// failed to start.
-    pub async fn apply(&mut self, configs: &[VrrpConfig]) -> Vec<FailoverError> {
-        let mut errors = Vec::new();
+    /// Applies a reloaded config: see [`Instances::apply`]; tracking and gateways are
+    /// refreshed for every instance. Returns the instances that failed to start.
+    pub async fn apply(&mut self, configs: &[VrrpConfig]) -> Vec<InstanceError> {
         self.configs = configs.to_vec();
-        let mut old = std::mem::take(&mut self.instances);
-        for config in configs {
-            match old.remove(&config.name) {
-                Some(mut running)
-                    if instance_config(&running.config) == instance_config(config) =>
-                {
-                    // Dropping the old tracking task aborts it.
-                    running.tracking = self.tracking(config, &running.instance);
-                    if running.config.notify != config.notify {
-                        // New scripts: the role is unchanged, so the new task hears only
-                        // changes from now on.
-                        running.notify.abort();
-                        running.notify = spawn_notify(config, &running.instance);
-                    }
-                    running.config = config.clone();
-                    self.instances.insert(config.name.clone(), running);
-                }
-                previous => {
-                    if let Some(previous) = previous {
-                        tracing::info!(instance = %config.name, "vrrp settings changed: restarting the instance");
-                        stop(previous).await;
-                    }
-                    match self.start_one(config).await {
-                        Ok(running) => {
-                            self.instances.insert(config.name.clone(), running);
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
-        }
-        for (_, removed) in old {
-            stop(removed).await;
-        }
-        self.watch_faults();
+        // Dropping the old forwarder closes the old channels; the new set gets new ones.
+        let (gateway_faults, external) = watch_gateways(configs, &self.gateways);
+        self.gateway_faults = gateway_faults;
+        let errors = self.instances.apply(&specs(configs), external).await;
+        self.track();
         errors
     }
 
     /// Every instance resigns (priority-0 advert, VIPs removed) and its `stop` script runs.
     pub async fn shutdown(&mut self) {
-        if let Some(task) = self.faults.take() {
-            task.abort();
-        }
-        for (_, running) in std::mem::take(&mut self.instances) {
-            stop(running).await;
-        }
+        self.tracking = Tasks(Vec::new());
+        self.gateway_faults = None;
+        self.instances.shutdown().await;
     }
 
     /// Each instance's status channel, by name.
     pub fn roles(&self) -> BTreeMap<String, watch::Receiver<Status>> {
-        self.instances
-            .iter()
-            .map(|(name, r)| (name.clone(), r.instance.status()))
-            .collect()
+        self.instances.statuses()
     }
 
     /// Asks every master to hand its role to a peer (the admin swap).
     pub fn relinquish(&self) {
-        for running in self.instances.values() {
-            running.instance.command(Command::Relinquish);
-        }
+        self.instances.relinquish();
     }
 
-    /// (Re)starts the gateway pings and the task that combines fault sources, for the
-    /// instances now running.
-    fn watch_faults(&mut self) {
-        if let Some(task) = self.faults.take() {
-            task.abort();
-        }
-        let targets = self
-            .instances
-            .values()
-            .filter_map(|r| gateway_target(&r.config))
-            .collect();
-        self.gateways.set_targets(targets);
-        let members: Vec<Member> = self
-            .instances
-            .values()
-            .map(|r| Member {
-                name: r.config.name.clone(),
-                group: r.config.sync_group.clone(),
-                gateway: r
-                    .config
-                    .track_gateway
-                    .as_ref()
-                    .map(|_| gateway_id(&r.config)),
-                status: r.instance.status(),
-                commands: r.instance.commands(),
-                sent: None,
-            })
-            .collect();
-        if members
-            .iter()
-            .all(|m| m.gateway.is_none() && m.group.is_none())
-        {
-            // Nothing to combine: no poll task waking the thread ten times a second for
-            // nothing. Clear a fault a reload may have left behind (its gateway is gone).
-            for member in &members {
-                let _ = member.commands.send(Command::ExternalFault(false));
+    /// (Re)starts pool tracking for every running instance.
+    fn track(&mut self) {
+        let mut tasks = Vec::new();
+        for (name, commands) in self.instances.commands() {
+            let Some(config) = self.configs.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            let track = self.tracked_pools(config);
+            if track.is_empty() {
+                // A reload may have removed the last track: lift any penalty still in force.
+                let _ = commands.send(Command::PriorityDelta(0));
+            } else {
+                tasks.push(tokio::spawn(track_pools(
+                    track,
+                    self.pools.clone(),
+                    commands,
+                )));
             }
-            return;
         }
-        self.faults = Some(tokio::spawn(combine_faults(members, self.gateways.clone())));
+        // Dropping the old tasks aborts them.
+        self.tracking = Tasks(tasks);
     }
 
-    async fn start_one(&self, config: &VrrpConfig) -> Result<Running, FailoverError> {
-        let instance = Instance::start(instance_config(config))
-            .await
-            .map_err(|source| FailoverError {
-                name: config.name.clone(),
-                source,
-            })?;
-        let tracking = self.tracking(config, &instance);
-        // The first subscriber hears every transition since the start (INIT -> BACKUP too).
-        let notify = spawn_notify(config, &instance);
-        Ok(Running {
-            config: config.clone(),
-            instance,
-            tracking,
-            notify,
-        })
-    }
-
-    fn tracking(&self, config: &VrrpConfig, instance: &Instance) -> Helpers {
-        let mut helpers = Vec::new();
-        // In a sync group every member follows the tracking of all, so they move together.
-        let track: Vec<TrackPool> = match &config.sync_group {
+    /// The pools `config` follows: in a sync group every member follows the tracking of all,
+    /// so they move together.
+    fn tracked_pools(&self, config: &VrrpConfig) -> Vec<TrackPool> {
+        match &config.sync_group {
             None => config.track.clone(),
             Some(group) => self
                 .configs
@@ -241,58 +133,59 @@ impl Failover {
                     }
                     all
                 }),
-        };
-        if track.is_empty() {
-            // A reload may have removed the last track: lift any penalty still in force.
-            instance.command(Command::PriorityDelta(0));
-        } else {
-            helpers.push(tokio::spawn(track_pools(
-                track,
-                self.pools.clone(),
-                instance.commands(),
-            )));
         }
-        Helpers(helpers)
     }
 }
 
-fn spawn_notify(config: &VrrpConfig, instance: &Instance) -> JoinHandle<()> {
-    tokio::spawn(notify_on_change(
-        config.name.clone(),
-        config.notify.clone(),
-        instance.transitions(),
-    ))
+fn specs(configs: &[VrrpConfig]) -> Vec<InstanceSpec> {
+    configs
+        .iter()
+        .map(|c| InstanceSpec {
+            config: instance_config(c),
+            notify: c.notify.clone(),
+            sync_group: c.sync_group.clone(),
+        })
+        .collect()
 }
 
-async fn stop(running: Running) {
-    let Running {
-        config,
-        instance,
-        tracking,
-        mut notify,
-    } = running;
-    drop(tracking);
-    instance.shutdown().await;
-    // The instance is gone, so its transitions channel is closed: the notify task runs what is
-    // still queued (bounded by each script's timeout) and ends.
-    let patience = config.notify.timeout.saturating_mul(2);
-    if tokio::time::timeout(patience, &mut notify).await.is_err() {
-        notify.abort();
+/// Pings every `track_gateway` of `configs` and returns an external-fault channel per
+/// instance that has one (true while its gateway is down), with the task that feeds them from
+/// the pings' transitions.
+fn watch_gateways(configs: &[VrrpConfig], gateways: &Monitor) -> (Option<Tasks>, ExternalFaults) {
+    gateways.set_targets(configs.iter().filter_map(gateway_target).collect());
+    // Subscribed before the current states are read, so no transition falls in between.
+    let mut events = gateways.subscribe();
+    let down = |id: &TargetId| gateways.status(id).is_some_and(|s| !s.up);
+    let mut senders: BTreeMap<TargetId, watch::Sender<bool>> = BTreeMap::new();
+    let mut faults = ExternalFaults::new();
+    for config in configs.iter().filter(|c| c.track_gateway.is_some()) {
+        let id = gateway_id(config);
+        let (tx, rx) = watch::channel(down(&id));
+        senders.insert(id, tx);
+        faults.insert(config.name.clone(), rx);
     }
-    if let Some(argv) = &config.notify.stop {
-        run_notify(&config.name, "stop", argv, &config.notify).await;
+    if senders.is_empty() {
+        return (None, faults);
     }
-}
-
-/// One instance as the fault combiner sees it.
-struct Member {
-    name: String,
-    group: Option<String>,
-    gateway: Option<TargetId>,
-    status: watch::Receiver<Status>,
-    commands: mpsc::UnboundedSender<Command>,
-    /// The external-fault flag last sent.
-    sent: Option<bool>,
+    let monitor = gateways.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(transition) => {
+                    if let Some(tx) = senders.get(&transition.id) {
+                        tx.send_replace(!transition.up);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for (id, tx) in &senders {
+                        tx.send_replace(monitor.status(id).is_some_and(|s| !s.up));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    (Some(Tasks(vec![task])), faults)
 }
 
 fn gateway_id(config: &VrrpConfig) -> TargetId {
@@ -321,48 +214,6 @@ fn gateway_target(config: &VrrpConfig) -> Option<Target> {
         // the seconds before its first failed pings add up to `fall`.
         start_up: false,
     })
-}
-
-/// Every [`FAULT_POLL`]: an instance is externally faulty while its gateway is unreachable,
-/// or while another member of its sync group is faulty by its own link or gateway.
-async fn combine_faults(mut members: Vec<Member>, gateways: Monitor) {
-    let mut tick = tokio::time::interval(FAULT_POLL);
-    loop {
-        tick.tick().await;
-        let gateway_down: Vec<bool> = members
-            .iter()
-            .map(|m| {
-                m.gateway
-                    .as_ref()
-                    .and_then(|id| gateways.status(id))
-                    .is_some_and(|s| !s.up)
-            })
-            .collect();
-        // Faulty of its own making: its gateway or its links.
-        let own: Vec<bool> = members
-            .iter()
-            .zip(&gateway_down)
-            .map(|(m, &gw)| gw || m.status.borrow().link_fault)
-            .collect();
-        for i in 0..members.len() {
-            let gateway_down = gateway_down[i];
-            let group_down = members[i].group.as_ref().is_some_and(|g| {
-                members.iter().zip(&own).any(|(m, &down)| {
-                    down && m.name != members[i].name && m.group.as_ref() == Some(g)
-                })
-            });
-            let external = gateway_down || group_down;
-            let member = &mut members[i];
-            if member.sent != Some(external) {
-                if member.sent.is_some() || external {
-                    tracing::warn!(instance = %member.name, fault = external, gateway_down, group_down,
-                        "external fault changed");
-                }
-                member.sent = Some(external);
-                let _ = member.commands.send(Command::ExternalFault(external));
-            }
-        }
-    }
 }
 
 /// The `vrrp` crate's view of one `[[vrrp]]` table: what the election itself depends on.
@@ -417,45 +268,6 @@ async fn track_pools(
         }
         if pools.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-async fn notify_on_change(
-    name: String,
-    notify: Notify,
-    mut transitions: broadcast::Receiver<Transition>,
-) {
-    loop {
-        let state = match transitions.recv().await {
-            Ok(t) => t.to,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(instance = %name, missed, "notify scripts skipped for missed role changes");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let argv = match state {
-            State::Master => &notify.master,
-            State::Backup => &notify.backup,
-            State::Fault => &notify.fault,
-            State::Initialize => &None,
-        };
-        if let Some(argv) = argv {
-            run_notify(&name, state.as_str(), argv, &notify).await;
-        }
-    }
-}
-
-/// Runs one notify program (no shell), killed with its process group at the timeout.
-async fn run_notify(instance: &str, state: &str, argv: &[String], notify: &Notify) {
-    let spec = CheckSpec::Command {
-        argv: argv.to_vec(),
-    };
-    match healthcheck::probe(&spec, notify.timeout).await {
-        Ok(()) => tracing::info!(instance, state, program = %argv[0], "notify script succeeded"),
-        Err(e) => {
-            tracing::warn!(instance, state, program = %argv[0], error = %e, "notify script failed");
         }
     }
 }

@@ -26,7 +26,9 @@
 #![forbid(unsafe_code)]
 
 pub mod instance;
+pub mod instances;
 pub mod machine;
+pub mod notify;
 pub mod packet;
 pub mod sys;
 

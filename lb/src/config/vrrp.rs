@@ -100,15 +100,8 @@ pub struct TrackPool {
     pub weight: u8,
 }
 
-/// Programs run on role changes (argv, no shell), each bounded by `timeout`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub master: Option<Vec<String>>,
-    pub backup: Option<Vec<String>>,
-    pub fault: Option<Vec<String>>,
-    pub stop: Option<Vec<String>>,
-    pub timeout: Duration,
-}
+/// Programs run on role changes: the `vrrp` crate runs them.
+pub use vrrp::notify::Notify;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

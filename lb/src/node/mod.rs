@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{AdminContext, AdminServer, ReloadCounts, Roles};
 use crate::config::{Config, ConfigErrors};
 use crate::data_plane::DataPlane;
-use crate::failover::{Failover, FailoverError};
+use crate::failover::Failover;
 use crate::sd_notify;
 use crate::workers::{Workers, WorkersError};
 
@@ -38,7 +38,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Failover(#[from] FailoverError),
+    Failover(#[from] vrrp::instances::InstanceError),
     #[error("{0}")]
     AdminToken(std::io::Error),
     #[error(transparent)]
