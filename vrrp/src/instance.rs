@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::accept::{Acceptor, Received, Verdict};
 use crate::machine::{Action, Input, Machine, MachineConfig, State};
 use crate::packet::{self, Advert, Version};
 use crate::sys::addr::Addresses;
@@ -212,7 +213,14 @@ impl Instance {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let (transitions, first_transitions) = broadcast::channel(TRANSITIONS_BUFFER);
+        let acceptor = Acceptor {
+            own: source,
+            peers: config.peers.clone(),
+            vrid: config.vrid,
+            version: config.version,
+        };
         let driver = Driver {
+            acceptor,
             config,
             link,
             source,
@@ -315,6 +323,8 @@ struct Driver {
     source: IpAddr,
     multicast: bool,
     machine: Machine,
+    /// Which received messages are adverts for us.
+    acceptor: Acceptor,
     socket: Sockets,
     addresses: Addresses,
     announcer: Option<Announcer>,
@@ -420,57 +430,53 @@ impl Driver {
         self.link.is_up() && self.config.track_interfaces.iter().all(|i| link::is_up(i))
     }
 
-    /// Checks a received datagram (RFC 5798 §7.1); `Some(input)` for an advert of our group.
+    /// Checks a received datagram (RFC 5798 §7.1, see [`crate::accept`]); `Some(input)` for
+    /// an advert of our group.
     fn accept(&mut self, buf: &[u8], datagram: Datagram) -> Option<Input> {
-        let result = match datagram {
-            Datagram::V4(n) => packet::parse_ipv4(&buf[..n]).and_then(|(meta, payload)| {
-                packet::check_ttl(meta.ttl)?;
-                let (src, dst) = (IpAddr::V4(meta.src), IpAddr::V4(meta.dst));
-                Ok((src, packet::decode(payload, src, dst)?))
-            }),
-            Datagram::V6(r) => {
-                // The IPv6 header is gone; its destination was the group, or us for unicast.
-                let dst = if self.multicast {
+        let received = match datagram {
+            Datagram::V4(n) => match packet::parse_ipv4(&buf[..n]) {
+                Ok((meta, payload)) => Received {
+                    src: IpAddr::V4(meta.src),
+                    dst: IpAddr::V4(meta.dst),
+                    ttl: meta.ttl,
+                    payload,
+                },
+                Err(e) => {
+                    self.drop_packet(e.reason(), &e.to_string());
+                    return None;
+                }
+            },
+            // The IPv6 header is gone; its destination was the group, or us for unicast.
+            Datagram::V6(r) => Received {
+                src: IpAddr::V6(r.src),
+                dst: if self.multicast {
                     IpAddr::V6(GROUP_V6)
                 } else {
                     self.source
-                };
-                packet::check_ttl(r.hop_limit.unwrap_or(0)).and_then(|()| {
-                    let src = IpAddr::V6(r.src);
-                    Ok((src, packet::decode(&buf[..r.len], src, dst)?))
+                },
+                ttl: r.hop_limit.unwrap_or(0),
+                payload: &buf[..r.len],
+            },
+        };
+        match self.acceptor.judge(received) {
+            Verdict::Advert {
+                src,
+                priority,
+                interval,
+            } => {
+                self.status.send_modify(|s| s.adverts_received += 1);
+                Some(Input::Advert {
+                    src,
+                    priority,
+                    interval,
                 })
             }
-        };
-        let (src, advert) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.drop_packet(e.reason(), &e.to_string());
-                return None;
+            Verdict::Own | Verdict::OtherRouter => None,
+            Verdict::Dropped { reason, detail } => {
+                self.drop_packet(reason, &detail);
+                None
             }
-        };
-        if src == self.source {
-            return None; // our own, looped back
         }
-        // With unicast peers, only they may take part: anyone else who can reach us would
-        // otherwise win the election with a priority-255 advert.
-        if !self.multicast && !self.config.peers.contains(&src) {
-            self.drop_packet("peer", &format!("advert from {src}, which is not a peer"));
-            return None;
-        }
-        if advert.vrid != self.config.vrid {
-            return None; // another virtual router of this link: not ours to count
-        }
-        if advert.version != self.config.version {
-            let why = format!("version {} advert from {src}", advert.version.number());
-            self.drop_packet("version", &why);
-            return None;
-        }
-        self.status.send_modify(|s| s.adverts_received += 1);
-        Some(Input::Advert {
-            src,
-            priority: advert.priority,
-            interval: advert.interval,
-        })
     }
 
     fn drop_packet(&mut self, reason: &'static str, detail: &str) {

@@ -25,6 +25,7 @@
 //! `unsafe` is forbidden: the raw calls it would need are the `syscall` crate's.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod instance;
 pub mod instances;
 pub mod machine;

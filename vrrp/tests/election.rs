@@ -1,16 +1,20 @@
 //! Elections between two and three virtual routers wired together in memory on a fake clock.
 //!
 //! `Net` delivers every `SendAdvert` of one router to all the others it can reach (after a fixed
-//! latency, zero unless a test sets it), tagged with the sender's address, priority and
-//! configured interval, and moves time straight to the next timer or delivery. Times are
-//! asserted exactly: the machine is pure, so nothing here is approximate.
+//! latency, zero unless a test sets it) as the bytes a real router sends: encoded by the codec
+//! with the sender's address, priority and configured interval, and judged on arrival by the
+//! same acceptance rules (`vrrp::accept`) an instance applies on a link. It moves time straight
+//! to the next timer or delivery. Times are asserted exactly: the machine is pure, so nothing
+//! here is approximate.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
+use vrrp::accept::{Acceptor, Received, Verdict};
+use vrrp::packet::{self, Advert};
 use vrrp::{Action, Input, Machine, MachineConfig, State, Version};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -21,6 +25,24 @@ fn ms(n: u64) -> Duration {
 
 fn us(n: u64) -> Duration {
     Duration::from_micros(n)
+}
+
+/// Where multicast adverts from `src` go (RFC 5798 §5.1.1.2, §5.1.2.2).
+fn group(src: IpAddr) -> IpAddr {
+    if src.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12))
+    }
+}
+
+/// The virtual address every router of these elections backs, of `src`'s family.
+fn vip(src: IpAddr) -> IpAddr {
+    if src.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100))
+    }
 }
 
 /// Router `n` (1-based) is 10.0.0.n.
@@ -48,7 +70,11 @@ fn v3(priority: u8, n: u8) -> MachineConfig {
 struct Node {
     machine: Machine,
     addr: IpAddr,
+    version: Version,
+    vrid: u8,
     interval: Duration,
+    /// What it takes for an advert of its router, as an instance on a link would.
+    acceptor: Acceptor,
     /// A crashed router neither sends, hears, nor runs timers.
     alive: bool,
     holds_vips: bool,
@@ -60,8 +86,8 @@ struct Packet {
     at: Instant,
     to: usize,
     src: IpAddr,
-    priority: u8,
-    interval: Duration,
+    /// The VRRP message as sent to the group.
+    bytes: Vec<u8>,
 }
 
 struct Net {
@@ -81,7 +107,15 @@ impl Net {
             .into_iter()
             .map(|c| Node {
                 addr: c.primary_address,
+                version: c.version,
+                vrid: c.vrid,
                 interval: c.advert_interval,
+                acceptor: Acceptor {
+                    own: c.primary_address,
+                    peers: Vec::new(),
+                    vrid: c.vrid,
+                    version: c.version,
+                },
                 machine: Machine::new(c).unwrap(),
                 alive: true,
                 holds_vips: false,
@@ -119,15 +153,22 @@ impl Net {
             Action::SendAdvert { priority } => {
                 let node = &mut self.nodes[i];
                 node.sent.push((now, priority));
-                let (src, interval) = (node.addr, node.interval);
+                let advert = Advert {
+                    version: node.version,
+                    vrid: node.vrid,
+                    priority,
+                    interval: node.interval,
+                    addresses: vec![vip(node.addr)],
+                };
+                let src = node.addr;
+                let bytes = packet::encode(&advert, src, group(src)).expect("a valid advert");
                 for to in 0..self.nodes.len() {
                     if to != i && !self.cut.contains(&(i, to)) {
                         self.in_flight.push_back(Packet {
                             at: now + self.latency,
                             to,
                             src,
-                            priority,
-                            interval,
+                            bytes: bytes.clone(),
                         });
                     }
                 }
@@ -174,10 +215,27 @@ impl Net {
         while self.in_flight.front().is_some_and(|p| p.at <= t) {
             let p = self.in_flight.pop_front().unwrap();
             if self.nodes[p.to].alive {
-                let advert = Input::Advert {
+                let received = Received {
                     src: p.src,
-                    priority: p.priority,
-                    interval: p.interval,
+                    dst: group(p.src),
+                    ttl: 255,
+                    payload: &p.bytes,
+                };
+                // Every router here backs the same virtual router: each advert must be taken.
+                let advert = match self.nodes[p.to].acceptor.judge(received) {
+                    Verdict::Advert {
+                        src,
+                        priority,
+                        interval,
+                    } => Input::Advert {
+                        src,
+                        priority,
+                        interval,
+                    },
+                    other => panic!(
+                        "node {} turned away an advert from {}: {other:?}",
+                        p.to, p.src
+                    ),
                 };
                 self.input(p.to, advert);
             }
