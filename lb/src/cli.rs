@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 
 use crate::admin::AdminClient;
+use crate::admin::contract::{self, VrrpInstance};
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
@@ -264,65 +265,72 @@ fn ensure_newline(mut s: String) -> String {
     s
 }
 
-/// `/status` as a few readable tables.
+/// `/status` as a few readable tables; the body as it came when it is not a status document.
 fn status_table(body: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
-        return body.to_owned();
-    };
-    let s = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
-    let mut out = format!("node {}  healthz {}\n", s(&v["node"]), s(&v["healthz"]));
-    let empty = Vec::new();
-    let list = |key: &str| v[key].as_array().unwrap_or(&empty).clone();
-    let vrrp = list("vrrp");
-    if !vrrp.is_empty() {
+    match serde_json::from_str::<contract::Status>(body) {
+        Ok(status) => render_status(&status),
+        Err(_) => body.to_owned(),
+    }
+}
+
+/// The tables of [`status_table`]; `-` stands for a value the node does not know.
+fn render_status(status: &contract::Status) -> String {
+    let dash = || "-".to_owned();
+    let mut out = format!("node {}  healthz {}\n", status.node, status.healthz);
+    if !status.vrrp.is_empty() {
         out.push_str("\nVRRP       STATE   PRIO  EFFECTIVE  MASTER\n");
-        for i in &vrrp {
+        for i in &status.vrrp {
+            let (priority, effective, master) = match i {
+                VrrpInstance::Running(r) => (
+                    r.priority.to_string(),
+                    r.effective_priority.to_string(),
+                    r.master.map_or_else(dash, |m| m.to_string()),
+                ),
+                VrrpInstance::NotRunning(_) => (dash(), dash(), dash()),
+            };
             out.push_str(&format!(
                 "{:<10} {:<7} {:>4}  {:>9}  {}\n",
-                s(&i["name"]),
-                s(&i["state"]),
-                s(&i["priority"]),
-                s(&i["effective_priority"]),
-                s(&i["master"])
+                i.name(),
+                i.state(),
+                priority,
+                effective,
+                master
             ));
         }
     }
     out.push_str("\nSERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED\n");
-    for x in list("services") {
+    for x in &status.services {
         out.push_str(&format!(
             "{:<10} {:<22} {:>6}  {:>8}  {:>7}\n",
-            s(&x["name"]),
-            s(&x["listen"]),
-            s(&x["active"]),
-            s(&x["accepted"]),
-            s(&x["refused"])
+            x.name,
+            x.listen.to_string(),
+            x.active,
+            x.accepted,
+            x.refused
         ));
     }
     out.push_str(
         "\nPOOL       BACKEND                ROLE     STATE     ACTIVE  TOTAL  LAST ERROR\n",
     );
-    for p in list("pools") {
-        for b in p["backends"].as_array().unwrap_or(&empty) {
-            let state = if b["drained"] == serde_json::Value::Bool(true) {
+    for p in &status.pools {
+        for b in &p.backends {
+            let state = if b.drained {
                 "drained"
-            } else if b["up"] == serde_json::Value::Bool(true) {
+            } else if b.up {
                 "up"
             } else {
                 "down"
             };
+            let last_error = b.health.as_ref().and_then(|h| h.last_error.as_deref());
             out.push_str(&format!(
                 "{:<10} {:<22} {:<8} {:<9} {:>6}  {:>5}  {}\n",
-                s(&p["name"]),
-                s(&b["addr"]),
-                s(&b["role"]),
+                p.name,
+                b.addr.to_string(),
+                b.role,
                 state,
-                s(&b["active"]),
-                s(&b["total"]),
-                s(&b["health"]["last_error"])
+                b.active,
+                b.total,
+                last_error.unwrap_or("-")
             ));
         }
     }
@@ -389,4 +397,39 @@ fn raise_fd_limit() {
     }
     let now = getrlimit(Resource::Nofile);
     tracing::debug!(open_files = ?now.current, "open-files limit");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI's table, from the same typed document the server sends.
+    #[test]
+    fn the_status_table_renders_from_the_typed_document() {
+        let status = contract::tests::sample();
+        let table = render_status(&status);
+        let expected = "\
+node lb1  healthz secondary
+
+VRRP       STATE   PRIO  EFFECTIVE  MASTER
+v4         BACKUP   100         90  10.0.0.2
+v6         INIT       -          -  -
+
+SERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED
+svc        0.0.0.0:8080                1         5        0
+
+POOL       BACKEND                ROLE     STATE     ACTIVE  TOTAL  LAST ERROR
+web        10.0.0.1:80            primary  up             1      7  connection refused
+web        [::1]:80               primary  up             1      7  -
+";
+        assert_eq!(table, expected);
+        let body = serde_json::to_string_pretty(&status).unwrap();
+        assert_eq!(status_table(&body), expected);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_status_document_is_shown_as_it_came() {
+        assert_eq!(status_table("{\"node\": 1}"), "{\"node\": 1}");
+        assert_eq!(status_table("not json"), "not json");
+    }
 }

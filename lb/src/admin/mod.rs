@@ -1,16 +1,20 @@
 //! The admin HTTP API: what operators, scripts and a cloud load balancer in front ask a node.
 //!
 //! Reads (`/healthz`, `/livez`, `/status`, `/metrics`) are answered from state the node already
-//! holds. Mutations (`/swap`, drain/enable, `/reload`) need the bearer token and are carried out
-//! by the daemon's main loop, which owns the running state, through [`AdminCommand`]s. Every
-//! request gets an answer with a status code that says what went wrong: malformed or oversized
-//! input is a 4xx, never a panic and never a 500.
+//! holds; `/status` is a [`contract::Status`], the type clients read it back into. Mutations
+//! (`/swap`, drain/enable, `/reload`) need the bearer token and are carried out by the daemon's
+//! main loop, which owns the running state, through [`AdminCommand`]s whose typed answers
+//! become responses in one place ([`command`]). Every request gets an answer with a status
+//! code that says what went wrong: malformed or oversized input is a 4xx, never a panic and
+//! never a 500.
 //!
 //! Helpers return a refusal as `Err(Reply)`: a whole response is larger than clippy likes in an
 //! `Err`, but boxing it would buy nothing on a path that serves a few requests a second.
 #![allow(clippy::result_large_err)]
 
 mod client;
+mod command;
+pub mod contract;
 pub mod healthz;
 mod report;
 mod server;
@@ -35,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 use vrrp::instance::Status;
 
 pub use client::{AdminClient, ClientError};
+pub use command::{AdminCommand, BackendSet, ReloadRejected, Reloaded, Swapped, UnknownBackend};
 pub use server::AdminServer;
+
+use command::Answer;
 
 use crate::config::Config;
 use crate::health::PoolsHealth;
@@ -53,22 +60,6 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Each VRRP instance's status channel, by name (replaced on reload).
 pub type Roles = BTreeMap<String, watch::Receiver<Status>>;
-
-/// What the main loop does for the API.
-#[derive(Debug)]
-pub enum AdminCommand {
-    /// Re-read the config file; the reply says what changed or why it was refused.
-    Reload(oneshot::Sender<Result<String, String>>),
-    /// Hand the master role of every instance to the peer.
-    Swap(oneshot::Sender<String>),
-    /// Drain (or enable again) one backend of one pool.
-    SetDrained {
-        pool: String,
-        addr: SocketAddr,
-        drained: bool,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-}
 
 /// Reload outcomes since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -196,36 +187,17 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/livez" | "/status" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
-        "/swap" => mutation(context, &req, AdminCommand::Swap)
-            .await
-            .unwrap_or_else(|r| r),
-        "/reload" => mutation(context, &req, AdminCommand::Reload)
-            .await
-            .unwrap_or_else(|r| r),
+        "/swap" => mutation(context, &req, AdminCommand::Swap, Answer::Swap).await,
+        "/reload" => mutation(context, &req, AdminCommand::Reload, Answer::Reload).await,
         p if p.starts_with("/pools/") => match parse_backend_path(p) {
             Some((pool, addr, drained)) => {
-                if method != Method::POST {
-                    return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-                }
-                match guard(context, &req) {
-                    Err(reply) => reply,
-                    Ok(()) => {
-                        let (tx, rx) = oneshot::channel();
-                        let command = AdminCommand::SetDrained {
-                            pool,
-                            addr,
-                            drained,
-                            reply: tx,
-                        };
-                        match ask(context, command, rx).await {
-                            Ok(Ok(())) => {
-                                text(StatusCode::OK, if drained { "drained" } else { "enabled" })
-                            }
-                            Ok(Err(why)) => text(StatusCode::NOT_FOUND, why),
-                            Err(reply) => reply,
-                        }
-                    }
-                }
+                let command = |reply| AdminCommand::SetDrained {
+                    pool,
+                    addr,
+                    drained,
+                    reply,
+                };
+                mutation(context, &req, command, Answer::SetDrained).await
             }
             None => text(
                 StatusCode::NOT_FOUND,
@@ -236,40 +208,27 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// A mutation without arguments: checks method and token, sends the command, and turns its
-/// answer into the reply (`Err` holds an early refusal).
-async fn mutation<T: MutationReply>(
+/// A mutation: checks method and token, sends the command, and turns its typed answer into
+/// the reply ([`Answer::response`] says which).
+async fn mutation<T>(
     context: &AdminContext,
     req: &Parts,
     command: impl FnOnce(oneshot::Sender<T>) -> AdminCommand,
-) -> Result<Reply, Reply> {
+    answer: impl FnOnce(T) -> Answer,
+) -> Reply {
     if req.method != Method::POST {
-        return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    guard(context, req)?;
+    if let Err(refused) = guard(context, req) {
+        return refused;
+    }
     let (tx, rx) = oneshot::channel();
-    let answer = ask(context, command(tx), rx).await?;
-    Ok(answer.into_reply())
-}
-
-/// How a command's answer becomes a reply.
-trait MutationReply {
-    fn into_reply(self) -> Reply;
-}
-
-impl MutationReply for String {
-    fn into_reply(self) -> Reply {
-        text(StatusCode::OK, self)
-    }
-}
-
-impl MutationReply for Result<String, String> {
-    fn into_reply(self) -> Reply {
-        match self {
-            Ok(summary) => text(StatusCode::OK, format!("reloaded: {summary}")),
-            // The request was fine; the file was not. 422: the reason is in the body.
-            Err(why) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("rejected: {why}")),
+    match ask(context, command(tx), rx).await {
+        Ok(reply) => {
+            let (status, body) = answer(reply).response();
+            text(status, body)
         }
+        Err(unavailable) => unavailable,
     }
 }
 

@@ -1,5 +1,6 @@
-//! What the read endpoints say: `/healthz`'s verdict, `/status` as JSON, `/metrics` as
-//! OpenMetrics text. Each reads the shared state once, at the time of the request.
+//! What the read endpoints say: `/healthz`'s verdict, `/status` as JSON (a
+//! [`contract::Status`]), `/metrics` as OpenMetrics text. Each reads the shared state once, at
+//! the time of the request.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,12 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
 use tokio::time::Instant;
 use vrrp::State;
 
-use super::AdminContext;
 use super::healthz::{self, Verdict};
+use super::{AdminContext, contract};
 use crate::health::target_id;
 
 pub(super) fn healthz(context: &AdminContext) -> Verdict {
@@ -37,117 +37,149 @@ pub(super) fn healthz(context: &AdminContext) -> Verdict {
 }
 
 pub(super) fn status_json(context: &AdminContext) -> String {
+    let mut text =
+        serde_json::to_string_pretty(&status(context)).unwrap_or_else(|_| "{}".to_owned());
+    text.push('\n');
+    text
+}
+
+/// The `/status` document, read from the shared state.
+pub(super) fn status(context: &AdminContext) -> contract::Status {
     let config = context.config.borrow().clone();
     let roles = context.roles.borrow().clone();
     let now = Instant::now();
-    let vrrp: Vec<Value> = config
+    let vrrp = config
         .vrrp
         .iter()
         .map(|v| {
             let Some(status) = roles.get(&v.name).map(|r| r.borrow().clone()) else {
-                return json!({ "name": v.name, "state": "INIT", "running": false });
+                return contract::VrrpInstance::NotRunning(contract::IdleInstance::new(
+                    v.name.clone(),
+                ));
             };
-            json!({
-                "name": v.name,
-                "running": true,
-                "mode": if v.mode == crate::config::VrrpMode::Cloud { "cloud" } else { "vip" },
-                "interface": v.interface,
-                "vrid": v.vrid,
-                "state": status.state.as_str(),
-                "priority": status.priority,
-                "effective_priority": status.effective_priority,
-                "master": status.master.map(|m| m.to_string()),
-                "source": status.source.map(|s| s.to_string()),
-                "seconds_in_state": now.duration_since(status.since).as_secs_f64(),
-                "transitions": status.transitions,
-                "vips": v.vips.iter().map(|x| format!("{}/{}", x.addr, x.prefix)).collect::<Vec<_>>(),
-                "adverts_sent": status.adverts_sent,
-                "adverts_received": status.adverts_received,
-                "adverts_dropped": status.dropped,
+            contract::VrrpInstance::Running(contract::RunningInstance {
+                adverts_dropped: status
+                    .dropped
+                    .iter()
+                    .map(|(reason, n)| ((*reason).to_owned(), *n))
+                    .collect(),
+                adverts_received: status.adverts_received,
+                adverts_sent: status.adverts_sent,
+                effective_priority: status.effective_priority,
+                interface: v.interface.clone(),
+                master: status.master,
+                mode: if v.mode == crate::config::VrrpMode::Cloud {
+                    "cloud"
+                } else {
+                    "vip"
+                }
+                .to_owned(),
+                name: v.name.clone(),
+                priority: status.priority,
+                running: true,
+                seconds_in_state: now.duration_since(status.since).as_secs_f64(),
+                source: status.source,
+                state: status.state.as_str().to_owned(),
+                transitions: status.transitions,
+                vips: v
+                    .vips
+                    .iter()
+                    .map(|x| format!("{}/{}", x.addr, x.prefix))
+                    .collect(),
+                vrid: v.vrid,
             })
         })
         .collect();
-    let services: Vec<Value> = config
+    let services = config
         .services
         .iter()
         .map(|s| {
             let stats = context.registry.service(&s.name);
-            json!({
-                "name": s.name,
-                "listen": s.listen.to_string(),
-                "pool": s.pool,
-                "balance": s.balance.as_str(),
-                "active": stats.active.load(Relaxed),
-                "accepted": stats.accepted.load(Relaxed),
-                "refused": stats.refused.load(Relaxed),
-                "retries": stats.retries.load(Relaxed),
-                "idle_timeouts": stats.idle_timeouts.load(Relaxed),
-                "bytes_in": stats.bytes_in.load(Relaxed),
-                "bytes_out": stats.bytes_out.load(Relaxed),
-            })
+            contract::Service {
+                accepted: stats.accepted.load(Relaxed),
+                active: stats.active.load(Relaxed),
+                balance: s.balance.as_str().to_owned(),
+                bytes_in: stats.bytes_in.load(Relaxed),
+                bytes_out: stats.bytes_out.load(Relaxed),
+                idle_timeouts: stats.idle_timeouts.load(Relaxed),
+                listen: s.listen,
+                name: s.name.clone(),
+                pool: s.pool.clone(),
+                refused: stats.refused.load(Relaxed),
+                retries: stats.retries.load(Relaxed),
+            }
         })
         .collect();
     let pools_health = context.pools.borrow().clone();
-    let pools: Vec<Value> = config
+    let pools = config
         .pools
         .iter()
         .map(|p| {
-            let backends: Vec<Value> = p
+            let backends = p
                 .backends
                 .iter()
                 .map(|b| {
                     let state = context.registry.backend(&p.name, b.addr);
                     let health = b.health.as_ref().and(
-                        context.monitor.status(&target_id(&p.name, b.addr)).map(|h| {
-                            json!({
-                                "checks": h.checks,
-                                "last_error": h.last_error,
-                                "seconds_since_change": h.last_change.map(|t| now.duration_since(t).as_secs_f64()),
-                            })
-                        }),
+                        context
+                            .monitor
+                            .status(&target_id(&p.name, b.addr))
+                            .map(|h| contract::Health {
+                                checks: h.checks,
+                                last_error: h.last_error,
+                                seconds_since_change: h
+                                    .last_change
+                                    .map(|t| now.duration_since(t).as_secs_f64()),
+                            }),
                     );
-                    json!({
-                        "addr": b.addr.to_string(),
-                        "role": b.role.as_str(),
-                        "weight": b.weight,
-                        "up": state.up.load(Relaxed),
-                        "drained": state.drained.load(Relaxed),
-                        "active": state.active.load(Relaxed),
-                        "total": state.total.load(Relaxed),
-                        "connect_failures": state.connect_failures.load(Relaxed),
-                        "bytes_in": state.bytes_in.load(Relaxed),
-                        "bytes_out": state.bytes_out.load(Relaxed),
-                        "health": health,
-                    })
+                    contract::Backend {
+                        active: state.active.load(Relaxed),
+                        addr: b.addr,
+                        bytes_in: state.bytes_in.load(Relaxed),
+                        bytes_out: state.bytes_out.load(Relaxed),
+                        connect_failures: state.connect_failures.load(Relaxed),
+                        drained: state.drained.load(Relaxed),
+                        health,
+                        role: b.role.as_str().to_owned(),
+                        total: state.total.load(Relaxed),
+                        up: state.up.load(Relaxed),
+                        weight: b.weight,
+                    }
                 })
                 .collect();
             let h = pools_health.get(&p.name).copied().unwrap_or_default();
-            json!({ "name": p.name, "usable": h.usable, "total": h.total, "backends": backends })
+            contract::Pool {
+                backends,
+                name: p.name.clone(),
+                total: h.total,
+                usable: h.usable,
+            }
         })
         .collect();
-    let body = json!({
-        "node": config.node.name,
-        "io": crate::workers::io_name(&context.data_threads),
-        "threads": context.data_threads.len(),
-        "data_threads": context
+    contract::Status {
+        data_threads: context
             .data_threads
             .iter()
             .enumerate()
-            .map(|(i, t)| json!({ "thread": i, "io": t.kind.as_str(), "why": t.why }))
-            .collect::<Vec<_>>(),
-        "healthz": healthz(context).body(),
-        "vrrp": vrrp,
-        "services": services,
-        "pools": pools,
-        "health_transitions": context.monitor.transitions_total(),
-        "reloads": {
-            "ok": context.reloads.ok.load(Relaxed),
-            "failed": context.reloads.failed.load(Relaxed),
+            .map(|(i, t)| contract::DataThread {
+                io: t.kind.as_str().to_owned(),
+                thread: i,
+                why: t.why.clone(),
+            })
+            .collect(),
+        health_transitions: context.monitor.transitions_total(),
+        healthz: healthz(context).body().to_owned(),
+        io: crate::workers::io_name(&context.data_threads).to_owned(),
+        node: config.node.name.clone(),
+        pools,
+        reloads: contract::Reloads {
+            failed: context.reloads.failed.load(Relaxed),
+            ok: context.reloads.ok.load(Relaxed),
         },
-    });
-    let mut text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".to_owned());
-    text.push('\n');
-    text
+        services,
+        threads: context.data_threads.len(),
+        vrrp,
+    }
 }
 
 type Labels = Vec<(String, String)>;

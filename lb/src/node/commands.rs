@@ -1,7 +1,7 @@
 //! The admin API's mutations, carried out by the main loop, which owns what they change.
 
 use super::Node;
-use crate::admin::AdminCommand;
+use crate::admin::{AdminCommand, BackendSet, Swapped, UnknownBackend};
 
 impl Node {
     /// Carries out one admin mutation and replies to it.
@@ -18,16 +18,16 @@ impl Node {
                     .filter(|r| r.borrow().state == vrrp::State::Master)
                     .count();
                 self.failover.relinquish();
-                let text = if masters == 0 {
-                    "not master of any instance: nothing to hand over".to_owned()
+                let swapped = if masters == 0 {
+                    Swapped::NothingToHandOver
                 } else {
                     tracing::info!(
                         instances = masters,
                         "swap: handing the master role to the peer"
                     );
-                    format!("handing {masters} instance(s) over to the peer")
+                    Swapped::HandingOver { instances: masters }
                 };
-                let _ = reply.send(text);
+                let _ = reply.send(swapped);
             }
             AdminCommand::SetDrained {
                 pool,
@@ -35,7 +35,12 @@ impl Node {
                 drained,
                 reply,
             } => {
-                let _ = reply.send(self.data_plane.set_drained(&pool, addr, drained));
+                // Its one refusal is a pool or backend it does not know.
+                let done = match self.data_plane.set_drained(&pool, addr, drained) {
+                    Ok(()) => Ok(BackendSet { drained }),
+                    Err(_) => Err(UnknownBackend { pool, addr }),
+                };
+                let _ = reply.send(done);
             }
         }
     }

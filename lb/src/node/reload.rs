@@ -5,22 +5,22 @@
 use std::time::Duration;
 
 use super::Node;
-use crate::admin::AdminServer;
+use crate::admin::{AdminServer, ReloadRejected, Reloaded};
 use crate::config::{self, Config};
 use crate::sd_notify;
 
 impl Node {
     /// Re-reads the config file and applies all of it, or none of the data plane.
-    pub(super) async fn reload(&mut self) -> Result<String, String> {
+    pub(super) async fn reload(&mut self) -> Result<Reloaded, ReloadRejected> {
         sd_notify::notify("RELOADING=1");
         let result = self.try_reload().await;
         sd_notify::notify("READY=1");
         match &result {
-            Ok(summary) => {
+            Ok(reloaded) => {
                 self.reloads
                     .ok
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!("configuration reloaded: {summary}");
+                tracing::info!("configuration reloaded: {reloaded}");
             }
             Err(e) => {
                 self.reloads
@@ -34,10 +34,10 @@ impl Node {
         result
     }
 
-    async fn try_reload(&mut self) -> Result<String, String> {
-        let config = config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let token = resolve_token(&config).map_err(|e| e.to_string())?;
-        let summary = self.data_plane.apply(config).map_err(|e| e.to_string())?;
+    async fn try_reload(&mut self) -> Result<Reloaded, ReloadRejected> {
+        let config = config::load(&self.config_path).map_err(rejected)?;
+        let token = resolve_token(&config).map_err(rejected)?;
+        let summary = self.data_plane.apply(config).map_err(rejected)?;
         let mut notes = Vec::new();
         for error in self.failover.apply(&self.data_plane.config().vrrp).await {
             tracing::error!("{error}");
@@ -63,12 +63,16 @@ impl Node {
                 }
             }
         }
-        let mut text = summary.to_string();
-        for note in notes {
-            text.push_str("; ");
-            text.push_str(&note);
-        }
-        Ok(text)
+        Ok(Reloaded {
+            summary: summary.to_string(),
+            notes,
+        })
+    }
+}
+
+fn rejected(why: impl std::fmt::Display) -> ReloadRejected {
+    ReloadRejected {
+        why: why.to_string(),
     }
 }
 
