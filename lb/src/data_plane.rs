@@ -16,6 +16,7 @@ use healthcheck::monitor::Monitor;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::UnknownBackend;
 use crate::config::Config;
 use crate::health::{self, PoolsHealth};
 use crate::node::NodeError;
@@ -111,14 +112,22 @@ impl DataPlane {
 
     /// Drains a backend (no new connections; open ones finish) or enables it again. Kept
     /// across reloads for as long as the backend stays in the pool.
-    pub fn set_drained(&self, pool: &str, addr: SocketAddr, drained: bool) -> Result<(), String> {
+    pub fn set_drained(
+        &self,
+        pool: &str,
+        addr: SocketAddr,
+        drained: bool,
+    ) -> Result<(), UnknownBackend> {
         let known = self
             .config
             .pool(pool)
             .is_some_and(|p| p.backends.iter().any(|b| b.addr == addr));
         let state = self.registry.find_backend(pool, addr).filter(|_| known);
         let Some(state) = state else {
-            return Err(format!("pool {pool:?} has no backend {addr}"));
+            return Err(UnknownBackend {
+                pool: pool.to_owned(),
+                addr,
+            });
         };
         let was = state
             .drained

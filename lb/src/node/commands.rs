@@ -1,7 +1,7 @@
 //! The admin API's mutations, carried out by the main loop, which owns what they change.
 
 use super::Node;
-use crate::admin::{AdminCommand, BackendSet, Swapped, UnknownBackend};
+use crate::admin::{AdminCommand, BackendSet, Swapped};
 
 impl Node {
     /// Carries out one admin mutation and replies to it.
@@ -35,11 +35,10 @@ impl Node {
                 drained,
                 reply,
             } => {
-                // Its one refusal is a pool or backend it does not know.
-                let done = match self.data_plane.set_drained(&pool, addr, drained) {
-                    Ok(()) => Ok(BackendSet { drained }),
-                    Err(_) => Err(UnknownBackend { pool, addr }),
-                };
+                let done = self
+                    .data_plane
+                    .set_drained(&pool, addr, drained)
+                    .map(|()| BackendSet { drained });
                 let _ = reply.send(done);
             }
         }
