@@ -27,18 +27,19 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// only burn CPU. Config validation is expected to refuse such values long before this.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// One backend in one pool. The same address in two pools is two targets: each pool may check
-/// it differently.
+/// One checked address in one group: for a backend, its pool (the same address in two pools
+/// is two targets, since each pool may check it differently); for anything else, a label of
+/// the caller's (a VRRP instance's gateway, say).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TargetId {
-    pub pool: String,
+    pub group: String,
     pub addr: SocketAddr,
 }
 
 impl TargetId {
-    pub fn new(pool: impl Into<String>, addr: SocketAddr) -> Self {
+    pub fn new(group: impl Into<String>, addr: SocketAddr) -> Self {
         Self {
-            pool: pool.into(),
+            group: group.into(),
             addr,
         }
     }
@@ -46,7 +47,7 @@ impl TargetId {
 
 impl fmt::Display for TargetId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.pool, self.addr)
+        write!(f, "{}/{}", self.group, self.addr)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::admin::contract::{self, VrrpInstance};
 
 use crate::config::{self, Config};
 use crate::logging::{self, LogFormat};
-use crate::{demo, node, workers};
+use crate::{data_threads, demo, node};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -373,9 +373,9 @@ fn run(config: Config, path: &Path) -> ExitCode {
 }
 
 /// The main thread's runtime: the whole node with `threads = 1`, its control plane with more
-/// (the data threads then run runtimes of their own, see [`crate::workers`]).
+/// (the data threads then run runtimes of their own, see [`crate::data_threads`]).
 pub fn build_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    workers::runtime_for_one_thread().map_err(|e| {
+    data_threads::runtime_for_one_thread().map_err(|e| {
         eprintln!("tandem: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })

@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::UnknownBackend;
 use crate::config::Config;
+use crate::generation::{self, ServiceGeneration};
 use crate::health::{self, PoolsHealth};
 use crate::node::NodeError;
 use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
-use crate::snapshot::{self, ServiceRuntime};
 
 /// What a successful reload changed, for the log line.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ pub struct DataPlane {
     registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, Listener>,
     /// The data runtimes: every listening address gets one socket on each.
-    shards: Vec<tokio::runtime::Handle>,
+    runtimes: Vec<tokio::runtime::Handle>,
     sessions: TaskTracker,
     monitor: Monitor,
     /// The running config, for tasks that need it between reloads.
@@ -62,9 +62,9 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Binds every service of `config` and starts accepting on each of `shards` (the data
-    /// runtimes, see [`Workers::handles`]). Must run inside the control runtime.
-    pub fn start(config: Config, shards: Vec<tokio::runtime::Handle>) -> Result<Self, NodeError> {
+    /// Binds every service of `config` and starts accepting on each of `runtimes` (the data
+    /// runtimes, see [`DataThreads::runtimes`]). Must run inside the control runtime.
+    pub fn start(config: Config, runtimes: Vec<tokio::runtime::Handle>) -> Result<Self, NodeError> {
         let empty = Config {
             node: config.node.clone(),
             services: Vec::new(),
@@ -80,7 +80,7 @@ impl DataPlane {
             config: empty,
             registry,
             listeners: HashMap::new(),
-            shards,
+            runtimes,
             sessions: TaskTracker::new(),
             monitor,
             running,
@@ -169,7 +169,7 @@ impl DataPlane {
                 "node.io changes take effect at the next restart"
             );
         }
-        let generation = snapshot::build(&config, &self.registry, &self.monitor);
+        let generation = generation::build(&config, &self.registry, &self.monitor);
 
         // Phase 1: bind what is new. Nothing running is touched, so a failure here simply
         // drops the new sockets. A kept address keeps its socket whatever else changed: closing
@@ -179,13 +179,12 @@ impl DataPlane {
         for service in &generation {
             let c = &service.config;
             if !self.listeners.contains_key(&c.listen) {
-                let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.shards).map_err(
-                    |source| NodeError::Bind {
+                let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.runtimes)
+                    .map_err(|source| NodeError::Bind {
                         service: c.name.clone(),
                         addr: c.listen,
                         source,
-                    },
-                )?;
+                    })?;
                 fresh.push((service.clone(), bound));
             }
         }
@@ -198,16 +197,16 @@ impl DataPlane {
             summary: config.summary(),
             ..ReloadSummary::default()
         };
-        let by_addr: HashMap<SocketAddr, &Arc<ServiceRuntime>> =
+        let by_addr: HashMap<SocketAddr, &Arc<ServiceGeneration>> =
             generation.iter().map(|s| (s.config.listen, s)).collect();
         let old_names: HashMap<SocketAddr, String> = self
             .listeners
             .iter()
-            .map(|(a, l)| (*a, l.binding.load().config.name.clone()))
+            .map(|(a, l)| (*a, l.generation.load().config.name.clone()))
             .collect();
         for (addr, listener) in &mut self.listeners {
             if let Some(service) = by_addr.get(addr) {
-                listener.binding.store(Arc::clone(service));
+                listener.generation.store(Arc::clone(service));
                 summary.kept += 1;
                 if let Err(e) = listener.set_backlog(service.config.backlog) {
                     tracing::warn!(service = %service.config.name, error = %e,

@@ -84,7 +84,7 @@ impl Failover {
     }
 
     /// Each instance's status channel, by name.
-    pub fn roles(&self) -> BTreeMap<String, watch::Receiver<Status>> {
+    pub fn statuses(&self) -> BTreeMap<String, watch::Receiver<Status>> {
         self.instances.statuses()
     }
 

@@ -98,11 +98,9 @@ fn target(pool: &str, addr: std::net::SocketAddr, health: &HealthConfig) -> Targ
     }
 }
 
+/// A backend's health target: its pool is its group.
 pub fn target_id(pool: &str, addr: std::net::SocketAddr) -> TargetId {
-    TargetId {
-        pool: pool.to_owned(),
-        addr,
-    }
+    TargetId::new(pool, addr)
 }
 
 /// Makes every checked backend's `up` flag agree with the monitor (after start and reload:
@@ -159,7 +157,7 @@ pub fn spawn_applier(
         loop {
             match transitions.recv().await {
                 Ok(t) => {
-                    if let Some(state) = registry.find_backend(&t.id.pool, t.id.addr) {
+                    if let Some(state) = registry.find_backend(&t.id.group, t.id.addr) {
                         if t.up {
                             // A fresh start: old failures must not eject it at the next one.
                             state.consecutive_failures.store(0, Relaxed);

@@ -77,7 +77,7 @@ fn write_config(path: &Path, text: &str) {
 #[test]
 fn a_node_in_process_serves_reloads_on_its_trigger_and_stops() {
     // The runtime a node's one thread runs on (its park hook drives the thread's ring).
-    let runtime = lb::workers::runtime_for_one_thread().unwrap();
+    let runtime = lb::data_threads::runtime_for_one_thread().unwrap();
     runtime.block_on(async {
         let backend = echo_backend().await;
         let dir = tempfile::tempdir().unwrap();

@@ -59,7 +59,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 256;
 
 /// Each VRRP instance's status channel, by name (replaced on reload).
-pub type Roles = BTreeMap<String, watch::Receiver<Status>>;
+pub type InstanceStatuses = BTreeMap<String, watch::Receiver<Status>>;
 
 /// Reload outcomes since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -74,14 +74,14 @@ pub struct AdminContext {
     pub registry: Arc<Registry>,
     pub monitor: Monitor,
     pub pools: watch::Receiver<PoolsHealth>,
-    pub roles: watch::Receiver<Roles>,
+    pub instances: watch::Receiver<InstanceStatuses>,
     /// The bearer token for mutations; `None`: mutations are refused (403).
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
     pub reloads: Arc<ReloadCounts>,
     /// How each data thread moves bytes (one entry per thread), and the start-up evidence
     /// for it.
-    pub data_threads: Vec<crate::workers::ThreadIo>,
+    pub data_threads: Vec<crate::data_threads::ThreadIo>,
     /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
     /// VRRP, so a load balancer in front stops sending new clients.
     pub stopping: std::sync::atomic::AtomicBool,

@@ -21,13 +21,13 @@ pub(super) fn healthz(context: &AdminContext) -> Verdict {
         return Verdict::Stopping;
     }
     let config = context.config.borrow().clone();
-    let roles = context.roles.borrow().clone();
+    let statuses = context.instances.borrow().clone();
     let states: Vec<_> = config
         .vrrp
         .iter()
         .map(|v| {
             // An instance the daemon has not started (yet) counts as not master.
-            let state = roles
+            let state = statuses
                 .get(&v.name)
                 .map_or(State::Initialize, |r| r.borrow().state);
             (state, v.track.as_slice())
@@ -46,13 +46,13 @@ pub(super) fn status_json(context: &AdminContext) -> String {
 /// The `/status` document, read from the shared state.
 pub(super) fn status(context: &AdminContext) -> contract::Status {
     let config = context.config.borrow().clone();
-    let roles = context.roles.borrow().clone();
+    let statuses = context.instances.borrow().clone();
     let now = Instant::now();
     let vrrp = config
         .vrrp
         .iter()
         .map(|v| {
-            let Some(status) = roles.get(&v.name).map(|r| r.borrow().clone()) else {
+            let Some(status) = statuses.get(&v.name).map(|r| r.borrow().clone()) else {
                 return contract::VrrpInstance::NotRunning(contract::IdleInstance::new(
                     v.name.clone(),
                 ));
@@ -169,7 +169,9 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
             .collect(),
         health_transitions: context.monitor.transitions_total(),
         healthz: healthz(context).body().to_owned(),
-        io: crate::workers::io_name(&context.data_threads).to_owned(),
+        io: crate::data_threads::IoSummary::of(&context.data_threads)
+            .as_str()
+            .to_owned(),
         node: config.node.name.clone(),
         pools,
         reloads: contract::Reloads {
@@ -210,7 +212,7 @@ fn gauge_value(v: u64) -> i64 {
 
 pub(super) fn metrics(context: &AdminContext) -> String {
     let config = context.config.borrow().clone();
-    let roles = context.roles.borrow().clone();
+    let statuses = context.instances.borrow().clone();
     let mut r = Registry::with_prefix("tandem");
 
     let connections = counters(&mut r, "service_connections", "Client connections accepted");
@@ -366,7 +368,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "vrrp_adverts_dropped",
         "VRRP packets dropped, by reason",
     );
-    for (name, status) in &roles {
+    for (name, status) in &statuses {
         let s = status.borrow().clone();
         for state in [
             State::Initialize,

@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{AdminContext, AdminServer, ReloadCounts, Roles};
+use crate::admin::{AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
 use crate::config::{Config, ConfigErrors};
 use crate::data_plane::DataPlane;
+use crate::data_threads::{DataThreads, DataThreadsError};
 use crate::failover::Failover;
 use crate::sd_notify;
-use crate::workers::{Workers, WorkersError};
 
 /// Why a node did not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum NodeError {
     #[error("{0}")]
     AdminToken(std::io::Error),
     #[error(transparent)]
-    Workers(#[from] WorkersError),
+    DataThreads(#[from] DataThreadsError),
     #[error("admin API: cannot listen on {addr}: {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -93,23 +93,23 @@ fn signals() -> std::io::Result<mpsc::Receiver<Trigger>> {
 
 /// Starts a node for `config` (read from `config_path`, which reloads re-read) and runs it
 /// until a [`Trigger::Stop`] arrives or every sender of `triggers` is gone; then drains and
-/// returns. Must run on a runtime from [`crate::workers::runtime_for_one_thread`].
+/// returns. Must run on a runtime from [`crate::data_threads::runtime_for_one_thread`].
 pub async fn serve(
     config: Config,
     config_path: &Path,
     mut triggers: mpsc::Receiver<Trigger>,
 ) -> Result<(), NodeError> {
     let token = reload::resolve_token(&config).map_err(NodeError::AdminToken)?;
-    let workers = if config.node.threads > 1 {
-        Workers::start(config.node.threads, config.node.io)?
+    let data_threads = if config.node.threads > 1 {
+        DataThreads::start(config.node.threads, config.node.io)?
     } else {
-        Workers::here(config.node.io).await?
+        DataThreads::here(config.node.io).await?
     };
-    let data_threads = workers.threads_io().to_vec();
-    let data_plane = DataPlane::start(config, workers.handles().to_vec())?;
+    let threads_io = data_threads.threads_io().to_vec();
+    let data_plane = DataPlane::start(config, data_threads.runtimes().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
-    let (roles, roles_rx) = watch::channel(Roles::new());
+    let (statuses, statuses_rx) = watch::channel(InstanceStatuses::new());
     let (token, token_rx) = watch::channel(token);
     let (commands_tx, mut commands) = mpsc::channel(16);
     let reloads = Arc::new(ReloadCounts::default());
@@ -118,11 +118,11 @@ pub async fn serve(
         registry: data_plane.registry(),
         monitor: data_plane.monitor().clone(),
         pools: data_plane.pools_health(),
-        roles: roles_rx,
+        instances: statuses_rx,
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
-        data_threads,
+        data_threads: threads_io,
         stopping: AtomicBool::new(false),
     });
     let admin = AdminServer::start(data_plane.config().node.admin, context.clone()).await?;
@@ -134,12 +134,12 @@ pub async fn serve(
             return Err(e.into());
         }
     };
-    let _ = roles.send(failover.roles());
+    let _ = statuses.send(failover.statuses());
     let mut node = Node {
         config_path: config_path.to_owned(),
         data_plane,
         failover,
-        roles,
+        statuses,
         token,
         admin,
         context,
@@ -147,7 +147,7 @@ pub async fn serve(
     };
     let config = node.data_plane.config();
     tracing::info!(config = %config_path.display(), threads = config.node.threads,
-        io = workers.io(), admin = ?config.node.admin,
+        io = data_threads.io().as_str(), admin = ?config.node.admin,
         "{}; listening on {}", config.summary(), listen_list(config));
     sd_notify::notify("READY=1");
 
@@ -167,12 +167,12 @@ pub async fn serve(
     node.context.stopping.store(true, Relaxed);
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
     node.failover.shutdown().await;
-    let _ = node.roles.send(node.failover.roles());
+    let _ = node.statuses.send(node.failover.statuses());
     let deadline = node.data_plane.config().node.drain_timeout;
     tracing::info!("{stop_reason}: no longer accepting");
     let left = node.data_plane.shutdown(deadline).await;
     // What the drain left open is dropped with the data threads' runtimes, as resets.
-    workers.stop();
+    data_threads.stop();
     node.admin.stop();
     if left > 0 {
         tracing::warn!(
@@ -191,7 +191,7 @@ struct Node {
     config_path: PathBuf,
     data_plane: DataPlane,
     failover: Failover,
-    roles: watch::Sender<Roles>,
+    statuses: watch::Sender<InstanceStatuses>,
     token: watch::Sender<Option<String>>,
     admin: AdminServer,
     context: Arc<AdminContext>,

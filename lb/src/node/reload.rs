@@ -43,7 +43,7 @@ impl Node {
             tracing::error!("{error}");
             notes.push(error.to_string());
         }
-        let _ = self.roles.send(self.failover.roles());
+        let _ = self.statuses.send(self.failover.statuses());
         let _ = self.token.send(token);
         let admin = self.data_plane.config().node.admin;
         if admin != self.admin.addr {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::transport::Transport;
+use crate::generation::ServiceGeneration;
 use crate::pool::Slot;
-use crate::snapshot::ServiceRuntime;
 
 /// Connects to `addr` over transport `T`, giving up after `timeout`.
 pub async fn connect<T: Transport>(addr: SocketAddr, timeout: Duration) -> io::Result<T::Stream> {
@@ -44,7 +44,7 @@ pub enum NoBackend {
 /// fails, up to `retries` extra attempts. Returns the backend's connection slot (held until
 /// dropped) and the stream.
 pub async fn connect_any<T: Transport>(
-    service: &ServiceRuntime,
+    service: &ServiceGeneration,
     client: SocketAddr,
 ) -> Result<(Slot<'_>, T::Stream), NoBackend> {
     let pool = &service.pool;

@@ -1,11 +1,11 @@
 //! Listening sockets and their accept loops.
 //!
 //! A listener is bound once and survives reloads that keep its address: a reload only swaps the
-//! service generation it hands new connections to ([`Listener::binding`]). When a service goes
+//! service generation it hands new connections to ([`Listener::generation`]). When a service goes
 //! away its listener stops accepting, takes what is already queued, and closes; its open
 //! connections carry on to their natural end.
 //!
-//! A listener is one SO_REUSEPORT socket per data thread (see [`crate::workers`]), each with
+//! A listener is one SO_REUSEPORT socket per data thread (see [`crate::data_threads`]), each with
 //! its own accept loop on its own thread: the kernel spreads the clients over them.
 
 use std::io;
@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connect::is_local_exhaustion;
 use super::session;
-use crate::snapshot::ServiceRuntime;
+use crate::generation::ServiceGeneration;
 
 /// Binds a listening socket the way a load balancer needs it.
 ///
@@ -33,24 +33,24 @@ use crate::snapshot::ServiceRuntime;
 /// address; IP_FREEBIND lets a standby node listen on a VIP it does not hold yet. IPv6 sockets
 /// are IPv6-only, so `0.0.0.0:80` and `[::]:80` can both be configured.
 ///
-/// One socket is bound for each of `shards`, and registered with that runtime here, so that
+/// One socket is bound for each of `runtimes`, and registered with that runtime here, so that
 /// starting the accept loops later cannot fail.
 pub fn bind(
     addr: SocketAddr,
     backlog: u32,
     freebind: bool,
-    shards: &[Handle],
+    runtimes: &[Handle],
 ) -> io::Result<Bound> {
     let mut bound = Bound {
-        shards: Vec::with_capacity(shards.len()),
-        control: Vec::with_capacity(shards.len()),
+        sockets: Vec::with_capacity(runtimes.len()),
+        control: Vec::with_capacity(runtimes.len()),
         backlog,
     };
-    for shard in shards {
+    for runtime in runtimes {
         let socket = listening_socket(addr, backlog, freebind)?;
         bound.control.push(socket.try_clone()?);
-        let _in_shard = shard.enter();
-        bound.shards.push((shard.clone(), register(socket)?));
+        let _entered = runtime.enter();
+        bound.sockets.push((runtime.clone(), register(socket)?));
     }
     Ok(bound)
 }
@@ -89,7 +89,7 @@ fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
 /// Bound, listening sockets not yet accepting: one per data runtime.
 #[derive(Debug)]
 pub struct Bound {
-    shards: Vec<(Handle, AsyncFd<Socket>)>,
+    sockets: Vec<(Handle, AsyncFd<Socket>)>,
     /// Duplicates of the descriptors, to change socket options in place later.
     control: Vec<Socket>,
     backlog: u32,
@@ -101,7 +101,7 @@ pub struct Listener {
     pub addr: SocketAddr,
     backlog: u32,
     /// The service generation new connections are served with; reload stores into it.
-    pub binding: Arc<ArcSwap<ServiceRuntime>>,
+    pub generation: Arc<ArcSwap<ServiceGeneration>>,
     /// Duplicates of the listening descriptors, to change socket options in place.
     control: Vec<Socket>,
     stop: CancellationToken,
@@ -110,21 +110,21 @@ pub struct Listener {
 
 impl Listener {
     /// Starts accepting on each socket of `bound`, on the runtime it was bound for.
-    pub fn start(bound: Bound, service: Arc<ServiceRuntime>, sessions: TaskTracker) -> Self {
+    pub fn start(bound: Bound, service: Arc<ServiceGeneration>, sessions: TaskTracker) -> Self {
         let addr = service.config.listen;
         let Bound {
-            shards,
+            sockets,
             control,
             backlog,
         } = bound;
-        let binding = Arc::new(ArcSwap::new(service));
+        let generation = Arc::new(ArcSwap::new(service));
         let stop = CancellationToken::new();
-        let tasks = shards
+        let tasks = sockets
             .into_iter()
-            .map(|(shard, listener)| {
-                shard.spawn(accept_loop(
+            .map(|(runtime, listener)| {
+                runtime.spawn(accept_loop(
                     listener,
-                    binding.clone(),
+                    generation.clone(),
                     stop.clone(),
                     sessions.clone(),
                 ))
@@ -133,7 +133,7 @@ impl Listener {
         Self {
             addr,
             backlog,
-            binding,
+            generation,
             control,
             stop,
             tasks,
@@ -190,7 +190,7 @@ async fn accept_next(listener: &AsyncFd<Socket>) -> io::Result<(Socket, SocketAd
 
 async fn accept_loop(
     listener: AsyncFd<Socket>,
-    binding: Arc<ArcSwap<ServiceRuntime>>,
+    generation: Arc<ArcSwap<ServiceGeneration>>,
     stop: CancellationToken,
     sessions: TaskTracker,
 ) {
@@ -198,7 +198,7 @@ async fn accept_loop(
     tokio::pin!(stopped);
     let mut backoff = MIN_BACKOFF;
     let mut other_errors = 0u64;
-    let listen = binding.load().config.listen;
+    let listen = generation.load().config.listen;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -210,7 +210,7 @@ async fn accept_loop(
                 backoff = MIN_BACKOFF;
                 other_errors = 0;
                 // Loaded once a slot is free: a reload while we waited applies to this client.
-                let service = take_slot(&binding, stopped.as_mut()).await;
+                let service = take_slot(&generation, stopped.as_mut()).await;
                 sessions.spawn(session::serve(stream, peer, service));
             }
             Err(e) if is_local_exhaustion(&e) => {
@@ -240,7 +240,7 @@ async fn accept_loop(
             }
         }
     }
-    serve_queued(listener, &binding, &sessions);
+    serve_queued(listener, &generation, &sessions);
 }
 
 /// Holds an accepted client until its service is below `max_conns`, then counts it open and
@@ -250,11 +250,11 @@ async fn accept_loop(
 /// still waiting for its next client could stall a client queued on another thread's socket.
 /// A listener told to stop serves the client at once, like everything already queued.
 async fn take_slot(
-    binding: &ArcSwap<ServiceRuntime>,
+    generation: &ArcSwap<ServiceGeneration>,
     mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
-) -> Arc<ServiceRuntime> {
+) -> Arc<ServiceGeneration> {
     loop {
-        let service = binding.load_full();
+        let service = generation.load_full();
         if service.stats.try_open(service.config.max_conns) {
             return service;
         }
@@ -273,10 +273,10 @@ async fn take_slot(
 /// resets the connections still in its queue, and those clients did nothing wrong.
 fn serve_queued(
     listener: AsyncFd<Socket>,
-    binding: &ArcSwap<ServiceRuntime>,
+    generation: &ArcSwap<ServiceGeneration>,
     sessions: &TaskTracker,
 ) {
-    let service = binding.load_full();
+    let service = generation.load_full();
     let listener = listener.into_inner();
     let mut served = 0usize;
     while let Ok((socket, peer)) = accept(&listener) {

@@ -13,14 +13,14 @@ use super::proxy_protocol;
 use super::relay::{End, Meters, reset_on_close};
 use super::transport::{Epoll, Transport};
 use super::uring::Uring;
-use crate::snapshot::ServiceRuntime;
+use crate::generation::ServiceGeneration;
 
 /// Serves one accepted client with the service generation current at accept time, on the
 /// thread's io_uring when it has one, else on epoll.
 ///
 /// The accept loop has already counted the connection as open (it took a `max_conns` slot),
 /// so that the limit holds even before this task first runs; it is counted closed here.
-pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
+pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceGeneration>) {
     if syscall::uring::installed() {
         serve_on::<Uring>(client, peer, service).await
     } else {
@@ -28,7 +28,7 @@ pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime
     }
 }
 
-async fn serve_on<T: Transport>(client: Socket, peer: SocketAddr, service: Arc<ServiceRuntime>) {
+async fn serve_on<T: Transport>(client: Socket, peer: SocketAddr, service: Arc<ServiceGeneration>) {
     let stats = &service.stats;
     let _closed = OnDrop(|| stats.connection_closed());
     // TCP_NODELAY is inherited from the listening socket (see `listener::bind`).

@@ -14,7 +14,7 @@
 //!
 //! Used when `[node] io` is `auto` or names a ring, and only where the ring's start-up probe
 //! saw it wake its thread promptly (`syscall::uring::probe`). Each data thread runs a
-//! current-thread runtime with a ring of its own (see `crate::workers`): no task ever leaves
+//! current-thread runtime with a ring of its own (see `crate::data_threads`): no task ever leaves
 //! the thread, so no operation can reach another thread's ring.
 
 mod relay;

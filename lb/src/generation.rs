@@ -1,6 +1,6 @@
 //! One immutable generation of the running configuration, as the data plane sees it.
 //!
-//! A reload builds a complete new [`ServiceRuntime`] per service off the hot path and then
+//! A reload builds a complete new [`ServiceGeneration`] per service off the hot path and then
 //! swaps it into the service's listener in one atomic store; a connection holds the generation
 //! it started with until it ends.
 
@@ -15,7 +15,7 @@ use crate::stats::ServiceStats;
 
 /// Everything a new connection of one service needs.
 #[derive(Debug)]
-pub struct ServiceRuntime {
+pub struct ServiceGeneration {
     pub config: ServiceConfig,
     pub stats: Arc<ServiceStats>,
     pub pool: Pool,
@@ -26,7 +26,11 @@ pub struct ServiceRuntime {
 /// Builds the runtime of every service of `config`, in config order. Each service gets its own
 /// balancer (two services may share a pool with different algorithms); backend state is shared
 /// through the registry.
-pub fn build(config: &Config, registry: &Registry, monitor: &Monitor) -> Vec<Arc<ServiceRuntime>> {
+pub fn build(
+    config: &Config,
+    registry: &Registry,
+    monitor: &Monitor,
+) -> Vec<Arc<ServiceGeneration>> {
     config
         .services
         .iter()
@@ -37,7 +41,7 @@ pub fn build(config: &Config, registry: &Registry, monitor: &Monitor) -> Vec<Arc
             let pool = Pool::build(pool_config, service.balance, |addr| {
                 registry.backend(&pool_config.name, addr)
             });
-            Arc::new(ServiceRuntime {
+            Arc::new(ServiceGeneration {
                 config: service.clone(),
                 stats: registry.service(&service.name),
                 pool,

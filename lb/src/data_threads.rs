@@ -28,8 +28,38 @@ pub fn runtime_for_one_thread() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// How a node's data plane moves bytes, as `/status` and the start-up line say it.
-pub type IoName = &'static str;
+/// How a node's data plane moves bytes as a whole, as `/status` and the start-up line say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoSummary {
+    /// Every data thread has a ring (of whichever kind).
+    IoUring,
+    /// No data thread has a ring.
+    Epoll,
+    /// Some have one, some not (a ring turned down on some threads only).
+    Mixed,
+}
+
+impl IoSummary {
+    /// Sums up the data threads' transports.
+    pub fn of(threads: &[ThreadIo]) -> Self {
+        let rings = threads.iter().filter(|t| t.kind != IoKind::Epoll).count();
+        if rings == threads.len() {
+            Self::IoUring
+        } else if rings == 0 {
+            Self::Epoll
+        } else {
+            Self::Mixed
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IoUring => "io_uring",
+            Self::Epoll => "epoll",
+            Self::Mixed => "mixed",
+        }
+    }
+}
 
 /// How one data thread moves bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +99,7 @@ pub struct ThreadIo {
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkersError {
+pub enum DataThreadsError {
     #[error("io = \"{}\" but no ring it allows can serve here: {why}", .io.as_str())]
     NoPromptRing { io: IoMode, why: String },
     #[error("cannot start data-plane thread {index}: {source}")]
@@ -80,23 +110,23 @@ pub enum WorkersError {
 }
 
 /// The runtimes that accept and serve client connections.
-pub struct Workers {
+pub struct DataThreads {
     /// One per data thread; each listening address gets one socket per entry.
-    handles: Vec<Handle>,
-    threads: Vec<JoinHandle<()>>,
+    runtimes: Vec<Handle>,
+    joins: Vec<JoinHandle<()>>,
     stop: CancellationToken,
     /// How each data thread moves bytes, in thread order.
     io: Vec<ThreadIo>,
 }
 
-impl Workers {
+impl DataThreads {
     /// The calling runtime serves the connections itself (`threads = 1`). Must run on the
     /// runtime [`runtime_for_one_thread`] made, whose park hook submits the ring's operations, and
     /// before anything busy runs on it (the ring's probe wants a thread that sleeps).
-    pub async fn here(io: IoMode) -> Result<Self, WorkersError> {
+    pub async fn here(io: IoMode) -> Result<Self, DataThreadsError> {
         Ok(Self {
-            handles: vec![Handle::current()],
-            threads: Vec::new(),
+            runtimes: vec![Handle::current()],
+            joins: Vec::new(),
             stop: CancellationToken::new(),
             io: vec![start_io(0, io).await?],
         })
@@ -105,25 +135,25 @@ impl Workers {
     /// Starts `count` data threads and returns once each has its runtime and, where `io`
     /// asks for one, its ring (the threads probe their rings at the same time); fails
     /// (stopping those started) if any cannot.
-    pub fn start(count: usize, io: IoMode) -> Result<Self, WorkersError> {
-        let mut workers = Self {
-            handles: Vec::with_capacity(count),
-            threads: Vec::with_capacity(count),
+    pub fn start(count: usize, io: IoMode) -> Result<Self, DataThreadsError> {
+        let mut threads = Self {
+            runtimes: Vec::with_capacity(count),
+            joins: Vec::with_capacity(count),
             stop: CancellationToken::new(),
             io: Vec::with_capacity(count),
         };
         let mut starting = Vec::with_capacity(count);
         for index in 0..count {
             let (ready, started) = mpsc::channel();
-            let stop = workers.stop.clone();
+            let stop = threads.stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tandem-data-{index}"))
                 .spawn(move || run_worker(index, io, stop, ready))
-                .map_err(|source| WorkersError::Thread { index, source });
+                .map_err(|source| DataThreadsError::Thread { index, source });
             match spawned {
-                Ok(thread) => workers.threads.push(thread),
+                Ok(thread) => threads.joins.push(thread),
                 Err(e) => {
-                    workers.stop();
+                    threads.stop();
                     return Err(e);
                 }
             }
@@ -131,33 +161,33 @@ impl Workers {
         }
         for (index, started) in starting {
             let outcome = started.recv().unwrap_or_else(|_| {
-                Err(WorkersError::Thread {
+                Err(DataThreadsError::Thread {
                     index,
                     source: std::io::Error::other("the thread ended while starting"),
                 })
             });
             match outcome {
                 Ok((handle, thread_io)) => {
-                    workers.handles.push(handle);
-                    workers.io.push(thread_io);
+                    threads.runtimes.push(handle);
+                    threads.io.push(thread_io);
                 }
                 Err(e) => {
-                    workers.stop();
+                    threads.stop();
                     return Err(e);
                 }
             }
         }
-        Ok(workers)
+        Ok(threads)
     }
 
     /// The data runtimes: listeners bind one socket for each and accept on it there.
-    pub fn handles(&self) -> &[Handle] {
-        &self.handles
+    pub fn runtimes(&self) -> &[Handle] {
+        &self.runtimes
     }
 
-    /// How the data plane moves bytes, in a word (see [`io_name`]).
-    pub fn io(&self) -> IoName {
-        io_name(&self.io)
+    /// How the data plane moves bytes, in a word.
+    pub fn io(&self) -> IoSummary {
+        IoSummary::of(&self.io)
     }
 
     /// How each data thread moves bytes, and why.
@@ -169,38 +199,26 @@ impl Workers {
     /// their own thread (their sockets closed, or reset once the node abandoned them).
     pub fn stop(mut self) {
         self.stop.cancel();
-        for thread in std::mem::take(&mut self.threads) {
+        for thread in std::mem::take(&mut self.joins) {
             let _ = thread.join();
         }
     }
 }
 
-impl Drop for Workers {
+impl Drop for DataThreads {
     /// A node that fails to start after its data threads did lets them end with it.
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-/// "io_uring" (every thread has a ring, of whichever kind), "epoll", or "mixed".
-pub fn io_name(threads: &[ThreadIo]) -> IoName {
-    let rings = threads.iter().filter(|t| t.kind != IoKind::Epoll).count();
-    if rings == threads.len() {
-        "io_uring"
-    } else if rings == 0 {
-        "epoll"
-    } else {
-        "mixed"
-    }
-}
-
-type Started = Result<(Handle, ThreadIo), WorkersError>;
+type Started = Result<(Handle, ThreadIo), DataThreadsError>;
 
 fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Sender<Started>) {
     let runtime = match runtime_for_one_thread() {
         Ok(runtime) => runtime,
         Err(source) => {
-            let _ = ready.send(Err(WorkersError::Thread { index, source }));
+            let _ = ready.send(Err(DataThreadsError::Thread { index, source }));
             return;
         }
     };
@@ -232,7 +250,7 @@ fn candidates(io: IoMode) -> &'static [RingKind] {
 /// first, is set up and must wake the thread promptly in a probe (`uring::probe`) before it
 /// is kept. `auto` falls back to epoll; a mode that names a ring refuses to start instead.
 /// Logs one line with what was measured and chosen.
-async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, WorkersError> {
+async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, DataThreadsError> {
     let mut notes = Vec::new();
     let mut probes = Vec::new();
     for &ring in candidates(io) {
@@ -268,7 +286,7 @@ async fn start_io(index: usize, io: IoMode) -> Result<ThreadIo, WorkersError> {
         IoMode::Epoll => notes.push("io = \"epoll\"".into()),
         IoMode::Auto => notes.push("relaying with epoll".into()),
         _ => {
-            return Err(WorkersError::NoPromptRing {
+            return Err(DataThreadsError::NoPromptRing {
                 io,
                 why: notes.join("; "),
             });
