@@ -11,48 +11,56 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
 
+use pnet_base::MacAddr;
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
+use pnet_packet::ethernet::EtherTypes;
+use pnet_packet::icmpv6::Icmpv6Types;
+use pnet_packet::icmpv6::ndp::{
+    Icmpv6Codes, MutableNeighborAdvertPacket, NdpOption, NdpOptionTypes, NeighborAdvertFlags,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::link::Link;
 
 const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IP: u16 = 0x0800;
 const BROADCAST: [u8; 6] = [0xff; 6];
 /// All-nodes link-local multicast (RFC 4291 §2.7.1).
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
-/// NA flags (RFC 4861 §4.4): Override — replace whatever the receiver cached.
-const NA_OVERRIDE: u8 = 0x20;
-/// Target link-layer address option (RFC 4861 §4.6.1).
-const OPT_TARGET_LLADDR: u8 = 2;
 
 /// A gratuitous ARP request for `ip` from `mac` (RFC 5227 §3: sender and target protocol
 /// addresses both the VIP, target hardware address zero), 28 bytes.
 pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
-    let mut p = [0u8; 28];
-    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
-    p[2..4].copy_from_slice(&ETH_P_IP.to_be_bytes());
-    p[4] = 6; // hardware address length
-    p[5] = 4; // protocol address length
-    p[6..8].copy_from_slice(&1u16.to_be_bytes()); // operation: request
-    p[8..14].copy_from_slice(&mac);
-    p[14..18].copy_from_slice(&ip.octets());
-    // 18..24: target hardware address, zero
-    p[24..28].copy_from_slice(&ip.octets());
-    p
+    let mut frame = [0u8; 28];
+    let mut arp = MutableArpPacket::new(&mut frame).expect("28 bytes hold an ARP packet");
+    arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+    arp.set_protocol_type(EtherTypes::Ipv4);
+    arp.set_hw_addr_len(6);
+    arp.set_proto_addr_len(4);
+    arp.set_operation(ArpOperations::Request);
+    arp.set_sender_hw_addr(MacAddr::from(mac));
+    arp.set_sender_proto_addr(ip);
+    arp.set_target_hw_addr(MacAddr::zero());
+    arp.set_target_proto_addr(ip);
+    frame
 }
 
 /// An unsolicited neighbour advertisement for `ip` at `mac` (RFC 4861 §4.4, §7.2.6), without
 /// its checksum (the kernel computes it), 32 bytes.
 pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
-    let mut p = [0u8; 32];
-    p[0] = ICMPV6_NEIGHBOR_ADVERT;
-    p[4] = NA_OVERRIDE;
-    p[8..24].copy_from_slice(&ip.octets());
-    p[24] = OPT_TARGET_LLADDR;
-    p[25] = 1; // option length in units of 8 bytes
-    p[26..32].copy_from_slice(&mac);
-    p
+    let mut message = [0u8; 32];
+    let mut na = MutableNeighborAdvertPacket::new(&mut message)
+        .expect("32 bytes hold an NA with one option");
+    na.set_icmpv6_type(Icmpv6Types::NeighborAdvert);
+    na.set_icmpv6_code(Icmpv6Codes::NoCode);
+    // Override: replace whatever the receiver cached. Not solicited, not a router.
+    na.set_flags(NeighborAdvertFlags::Override);
+    na.set_target_addr(ip);
+    na.set_options(&[NdpOption {
+        option_type: NdpOptionTypes::TargetLLAddr,
+        length: 1, // in units of 8 bytes: type, length and the 6-byte address
+        data: mac.to_vec(),
+    }]);
+    message
 }
 
 /// Sends gratuitous ARP and unsolicited NAs on one link. Clones share the sockets.
