@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::netns::{has_addr, in_netns};
+use common::netns::{self, has_addr, in_netns};
 use common::rack::Rack;
 use common::*;
 
@@ -33,8 +33,7 @@ fn cloud_mode_healthz_follows_the_role_and_swap_hands_it_over() {
     let Some(rack) = Rack::new("cloud mode healthz") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
     // Each node serves on its own address; only the role moves.
     let config = |i: usize, priority: u8| {
         let me = rack.lb_ip(i);
@@ -67,13 +66,13 @@ peers = ["{peer}"]
             peer = rack.lb_ip(1 - i)
         )
     };
-    let lb1 = Node::start_in_netns(&rack.lbs[0], &config(0, 150));
-    let mut lb2 = Node::start_in_netns(&rack.lbs[1], &config(1, 100));
+    let lb1 = rack.start_config(0, &config(0, 150));
+    let mut lb2 = rack.start_config(1, &config(1, 100));
     let roles = |a: &str, b: &str| {
         healthz(&rack.lbs[0]).is_some_and(|(_, body)| body.trim() == a)
             && healthz(&rack.lbs[1]).is_some_and(|(_, body)| body.trim() == b)
     };
-    let logs = || format!("{}\n----\n{}", lb1.log_text(), lb2.log_text());
+    let logs = || logs_of(&[&lb1, &lb2]);
     wait_until(&format!("lb1 primary, lb2 secondary\n{}", logs()), || {
         roles("primary", "secondary")
     });
@@ -103,16 +102,15 @@ fn swap_moves_the_vip_and_the_traffic_to_the_peer() {
     let Some(rack) = Rack::new("vip swap") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
     let with_token = |c: String| {
         c.replace(
             "drain_timeout = \"1s\"",
             &format!("drain_timeout = \"1s\"\n{TOKEN_LINE}"),
         )
     };
-    let lb1 = Node::start_in_netns(&rack.lbs[0], &with_token(rack.config("lb1", 150, "")));
-    let lb2 = Node::start_in_netns(&rack.lbs[1], &with_token(rack.config("lb2", 100, "")));
+    let lb1 = rack.start_config(0, &with_token(rack.config("lb1", 150, "")));
+    let lb2 = rack.start_config(1, &with_token(rack.config("lb2", 100, "")));
     rack.wait_master(0, &[&lb1, &lb2]);
     let code = |i: usize| healthz(&rack.lbs[i]).map(|(c, _)| c);
     wait_until("healthz 200 on the master, 503 on the backup", || {
@@ -120,8 +118,8 @@ fn swap_moves_the_vip_and_the_traffic_to_the_peer() {
     });
 
     // `tandem swap`, run on the master's host with its config (address and token from there).
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &rack.lbs[0], tandem_bin(), "swap", "-c"])
+    let out = netns::exec(&rack.lbs[0], tandem_bin())
+        .args(["swap", "-c"])
         .arg(lb1.dir.join("tandem.toml"))
         .output()
         .unwrap();

@@ -64,9 +64,8 @@ fn demo_serves_the_web_and_app_tiers_on_loopback() {
 fn json_log_format_writes_one_json_object_per_line() {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let dir = std::env::temp_dir().join(format!("tandem-json-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("t.toml");
+    let dir = TempDir::create();
+    let path = dir.path().join("t.toml");
     std::fs::write(&path, simple_config(listen, &backend_list(&[&a]), "")).unwrap();
     let node = Node::start_args(&["--log-format", "json", "run", "-c", path.to_str().unwrap()]);
     node.wait_listening(listen);
@@ -80,5 +79,4 @@ fn json_log_format_writes_one_json_object_per_line() {
             "not a JSON log line: {line}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::keepalived::{self, Keepalived};
@@ -59,21 +59,17 @@ fn one_run(which: Impl, stop: Stop, interval: (&str, &str), phase: Duration) -> 
     let mut nodes: Vec<Node> = Vec::new();
     let mut kads: Vec<Keepalived> = Vec::new();
     let mut backends: Vec<Backend> = Vec::new();
-    for (i, ns) in rack.lbs.iter().enumerate() {
-        let name = format!("lb{}", i + 1);
+    for i in 0..rack.lbs.len() {
         let priority = if i == 0 { 150 } else { 100 };
         match which {
             Impl::Tandem => {
-                backends.push(rack.backend(ns, &name));
+                backends.push(rack.backend(i));
                 let extra = format!("advert_interval = \"{}\"", interval.0);
                 nodes.push(rack.start(i, priority, &extra));
             }
             Impl::Keepalived => {
-                let l = in_netns(ns, || TcpListener::bind("0.0.0.0:80").expect("bind"));
-                backends.push(Backend::from_listener(&name, l));
-                let vip = rack.vip.to_string();
-                let config = keepalived::config(&name, 3, priority, interval.1, &vip);
-                kads.push(Keepalived::start_in_netns(ns, &config));
+                backends.push(rack.wildcard_backend(i));
+                kads.push(rack.start_keepalived(i, 3, priority, interval.1));
             }
         }
         if i == 0 {
@@ -93,14 +89,7 @@ fn one_run(which: Impl, stop: Stop, interval: (&str, &str), phase: Duration) -> 
         in_netns(&client, move || {
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
-                let served =
-                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                        .and_then(|s| {
-                            s.connect_timeout(&target.into(), Duration::from_millis(50))?;
-                            let stream: std::net::TcpStream = s.into();
-                            stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-                            Client { stream }.backend_name()
-                        });
+                let served = which_backend_within(target, Duration::from_millis(50));
                 if served.is_ok_and(|name| name == "lb2") {
                     return Some(Instant::now());
                 }

@@ -10,21 +10,14 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn half_close_lets_the_response_finish_after_the_request_ends_io_uring() {
-    half_close_lets_the_response_finish_after_the_request_ends("io_uring");
-}
-
-#[test]
-fn half_close_lets_the_response_finish_after_the_request_ends_epoll() {
-    half_close_lets_the_response_finish_after_the_request_ends("epoll");
+on_each_io! {
+    half_close_lets_the_response_finish_after_the_request_ends(io) =>
+        half_close_lets_the_response_finish_after_the_request_ends_io_uring,
+        half_close_lets_the_response_finish_after_the_request_ends_epoll,
 }
 
 fn half_close_lets_the_response_finish_after_the_request_ends(io: &str) {
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), "");
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, _node)) = node_before_a(io, "", 1) else {
         return;
     };
     let mut c = Client::connect(listen).unwrap();
@@ -41,23 +34,16 @@ fn half_close_lets_the_response_finish_after_the_request_ends(io: &str) {
     );
 }
 
-#[test]
-fn streams_ending_on_a_receive_buffer_boundary_end_cleanly_io_uring() {
-    streams_ending_on_a_receive_buffer_boundary_end_cleanly("io_uring");
-}
-
-#[test]
-fn streams_ending_on_a_receive_buffer_boundary_end_cleanly_epoll() {
-    streams_ending_on_a_receive_buffer_boundary_end_cleanly("epoll");
+on_each_io! {
+    streams_ending_on_a_receive_buffer_boundary_end_cleanly(io) =>
+        streams_ending_on_a_receive_buffer_boundary_end_cleanly_io_uring,
+        streams_ending_on_a_receive_buffer_boundary_end_cleanly_epoll,
 }
 
 /// A receive that fills the relay's whole buffer (16 KiB on io_uring, 64 KiB on epoll) turns
 /// the stream over to splice, whose first read may then meet the end of the stream at once.
 fn streams_ending_on_a_receive_buffer_boundary_end_cleanly(io: &str) {
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), "");
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, _node)) = node_before_a(io, "", 1) else {
         return;
     };
     for kib in [16, 32, 64, 128] {
@@ -76,21 +62,14 @@ fn streams_ending_on_a_receive_buffer_boundary_end_cleanly(io: &str) {
     }
 }
 
-#[test]
-fn idle_connections_are_closed_after_idle_timeout_io_uring() {
-    idle_connections_are_closed_after_idle_timeout("io_uring");
-}
-
-#[test]
-fn idle_connections_are_closed_after_idle_timeout_epoll() {
-    idle_connections_are_closed_after_idle_timeout("epoll");
+on_each_io! {
+    idle_connections_are_closed_after_idle_timeout(io) =>
+        idle_connections_are_closed_after_idle_timeout_io_uring,
+        idle_connections_are_closed_after_idle_timeout_epoll,
 }
 
 fn idle_connections_are_closed_after_idle_timeout(io: &str) {
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), r#"idle_timeout = "300ms""#);
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, _node)) = node_before_a(io, r#"idle_timeout = "300ms""#, 1) else {
         return;
     };
     let mut busy = Client::connect(listen).unwrap();
@@ -193,21 +172,14 @@ fn backend_max_conns_overflows_to_the_next_backend() {
     );
 }
 
-#[test]
-fn proxy_protocol_v1_tells_the_backend_who_the_client_is_io_uring() {
-    proxy_protocol_v1_tells_the_backend_who_the_client_is("io_uring");
-}
-
-#[test]
-fn proxy_protocol_v1_tells_the_backend_who_the_client_is_epoll() {
-    proxy_protocol_v1_tells_the_backend_who_the_client_is("epoll");
+on_each_io! {
+    proxy_protocol_v1_tells_the_backend_who_the_client_is(io) =>
+        proxy_protocol_v1_tells_the_backend_who_the_client_is_io_uring,
+        proxy_protocol_v1_tells_the_backend_who_the_client_is_epoll,
 }
 
 fn proxy_protocol_v1_tells_the_backend_who_the_client_is(io: &str) {
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), r#"proxy_protocol = "v1""#);
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, _node)) = node_before_a(io, r#"proxy_protocol = "v1""#, 1) else {
         return;
     };
     let mut c = Client::connect(listen).unwrap();
@@ -261,22 +233,15 @@ fn ipv6_listener_and_backend_work() {
     assert_eq!(c.round_trip(b"over v6").unwrap(), b"over v6");
 }
 
-#[test]
-fn bulk_streams_arrive_intact_in_both_directions_io_uring() {
-    bulk_streams_arrive_intact_in_both_directions("io_uring");
-}
-
-#[test]
-fn bulk_streams_arrive_intact_in_both_directions_epoll() {
-    bulk_streams_arrive_intact_in_both_directions("epoll");
+on_each_io! {
+    bulk_streams_arrive_intact_in_both_directions(io) =>
+        bulk_streams_arrive_intact_in_both_directions_io_uring,
+        bulk_streams_arrive_intact_in_both_directions_epoll,
 }
 
 fn bulk_streams_arrive_intact_in_both_directions(io: &str) {
     // Large enough for the relay to switch both directions to splice(2) pipes.
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = simple_config(listen, &backend_list(&[&a]), "");
-    let Some(_node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, _node)) = node_before_a(io, "", 1) else {
         return;
     };
     let mut c = Client::connect(listen).unwrap();
@@ -297,14 +262,10 @@ fn bulk_streams_arrive_intact_in_both_directions(io: &str) {
     assert!(echoed == data, "bytes changed or reordered on the way");
 }
 
-#[test]
-fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_io_uring() {
-    a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere("io_uring");
-}
-
-#[test]
-fn a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_epoll() {
-    a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere("epoll");
+on_each_io! {
+    a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere(io) =>
+        a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_io_uring,
+        a_backend_that_never_answers_times_out_and_the_client_is_retried_elsewhere_epoll,
 }
 
 /// On io_uring the time limit is a timeout linked to the connect in the kernel; on epoll, a
@@ -382,34 +343,23 @@ fn freebind_lets_a_standby_listen_on_an_address_it_does_not_hold() {
     assert_eq!(which_backend(held).unwrap(), "a");
 }
 
-#[test]
-fn many_clients_talking_at_once_each_get_their_own_bytes_back_io_uring() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring", 1);
+on_each_io! {
+    many_clients_talking_at_once_each_get_their_own_bytes_back(io, 1) =>
+        many_clients_talking_at_once_each_get_their_own_bytes_back_io_uring,
+        many_clients_talking_at_once_each_get_their_own_bytes_back_epoll,
 }
 
-#[test]
-fn many_clients_talking_at_once_each_get_their_own_bytes_back_epoll() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll", 1);
-}
-
-#[test]
-fn many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_io_uring() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("io_uring", 2);
-}
-
-#[test]
-fn many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_epoll() {
-    many_clients_talking_at_once_each_get_their_own_bytes_back("epoll", 2);
+on_each_io! {
+    many_clients_talking_at_once_each_get_their_own_bytes_back(io, 2) =>
+        many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_io_uring,
+        many_clients_spread_over_two_data_threads_each_get_their_own_bytes_back_epoll,
 }
 
 /// Small messages from many connections at once: on io_uring their receives and sends share
 /// batches and pool buffers, and no byte may end up on another connection or out of order.
 /// With several data threads, every thread must take its share of the clients.
 fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str, threads: usize) {
-    let a = Backend::start("a");
-    let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let config = with_threads(&simple_config(listen, &backend_list(&[&a]), ""), threads);
-    let Some(node) = node_with_io(&config, io, listen) else {
+    let Some((_a, listen, node)) = node_before_a(io, "", threads) else {
         return;
     };
     let before = node.data_thread_runs();
@@ -456,14 +406,10 @@ fn many_clients_talking_at_once_each_get_their_own_bytes_back(io: &str, threads:
     }
 }
 
-#[test]
-fn a_backend_reset_reaches_the_client_as_a_reset_io_uring() {
-    a_backend_reset_reaches_the_client_as_a_reset("io_uring");
-}
-
-#[test]
-fn a_backend_reset_reaches_the_client_as_a_reset_epoll() {
-    a_backend_reset_reaches_the_client_as_a_reset("epoll");
+on_each_io! {
+    a_backend_reset_reaches_the_client_as_a_reset(io) =>
+        a_backend_reset_reaches_the_client_as_a_reset_io_uring,
+        a_backend_reset_reaches_the_client_as_a_reset_epoll,
 }
 
 /// A backend that aborts mid-response must not look like one that finished: the client gets
@@ -506,11 +452,29 @@ fn a_backend_reset_reaches_the_client_as_a_reset(io: &str) {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
+/// A node on `io` with `threads` data threads in front of one echo backend, "a":
+/// [`simple_config`] with `service_extra`, listening on the address returned. `None` where
+/// `io` cannot run here (see [`node_with_io`]).
+fn node_before_a(
+    io: &str,
+    service_extra: &str,
+    threads: usize,
+) -> Option<(Backend, SocketAddr, Node)> {
+    let a = Backend::start("a");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = with_threads(
+        &simple_config(listen, &backend_list(&[&a]), service_extra),
+        threads,
+    );
+    let node = node_with_io(&config, io, listen)?;
+    Some((a, listen, node))
+}
+
 /// Starts a node on `config` with `[node] io = io` and checks it says so in its start log
 /// line. `None` (after saying why) when io_uring is wanted but this kernel forbids it, unless
 /// TANDEM_REQUIRE_PRIVILEGED=1 (CI), where that is a failure.
 fn node_with_io(config: &str, io: &str, listen: SocketAddr) -> Option<Node> {
-    if io == "io_uring" && !io_uring_usable() {
+    if !io_usable(io) {
         return None;
     }
     let node = Node::start_listening(&with_io(config, io), listen);
@@ -519,14 +483,10 @@ fn node_with_io(config: &str, io: &str, listen: SocketAddr) -> Option<Node> {
     Some(node)
 }
 
-#[test]
-fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte_io_uring() {
-    a_backend_that_stops_reading_for_a_while_still_gets_every_byte("io_uring");
-}
-
-#[test]
-fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte_epoll() {
-    a_backend_that_stops_reading_for_a_while_still_gets_every_byte("epoll");
+on_each_io! {
+    a_backend_that_stops_reading_for_a_while_still_gets_every_byte(io) =>
+        a_backend_that_stops_reading_for_a_while_still_gets_every_byte_io_uring,
+        a_backend_that_stops_reading_for_a_while_still_gets_every_byte_epoll,
 }
 
 /// Small messages into a backend that stops reading: the relay's writes find the backend full
@@ -584,19 +544,15 @@ fn a_backend_that_stops_reading_for_a_while_still_gets_every_byte(io: &str) {
     );
 }
 
-#[test]
-fn short_connections_the_backend_closes_first_all_succeed_io_uring() {
-    short_connections_the_backend_closes_first_all_succeed("io_uring", 1);
+on_each_io! {
+    short_connections_the_backend_closes_first_all_succeed(io, 1) =>
+        short_connections_the_backend_closes_first_all_succeed_io_uring,
+        short_connections_the_backend_closes_first_all_succeed_epoll,
 }
 
-#[test]
-fn short_connections_the_backend_closes_first_all_succeed_epoll() {
-    short_connections_the_backend_closes_first_all_succeed("epoll", 1);
-}
-
-#[test]
-fn short_connections_on_two_data_threads_all_succeed_io_uring() {
-    short_connections_the_backend_closes_first_all_succeed("io_uring", 2);
+on_each_io! {
+    short_connections_the_backend_closes_first_all_succeed(io, 2) =>
+        short_connections_on_two_data_threads_all_succeed_io_uring,
 }
 
 /// HTTP/1.0 style traffic from many clients at once: each connection carries one request,

@@ -40,6 +40,17 @@ backends = {p2}
     )
 }
 
+/// Backends "a", "b" and "c", and two free addresses on one loopback IP for services.
+fn three_backends_two_listen_addrs() -> ([Backend; 3], SocketAddr, SocketAddr) {
+    let backends = [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ];
+    let ip = IpAddr::V4(loopback_ip());
+    (backends, free_addr(ip), free_addr(ip))
+}
+
 fn names(listen: SocketAddr, n: usize) -> HashSet<String> {
     (0..n).map(|_| which_backend(listen).unwrap()).collect()
 }
@@ -57,13 +68,7 @@ fn reload_adds_and_removes_services_on_every_data_thread() {
 }
 
 fn reload_adds_and_removes_services_and_backends_on(threads: usize) {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let ip = IpAddr::V4(loopback_ip());
-    let (l1, l2) = (free_addr(ip), free_addr(ip));
+    let ([a, b, c], l1, l2) = three_backends_two_listen_addrs();
     let one = |backends: &[&Backend]| {
         with_threads(&simple_config(l1, &backend_list(backends), ""), threads)
     };
@@ -129,13 +134,7 @@ fn a_bad_reload_is_rejected_and_the_old_config_keeps_serving() {
 
 #[test]
 fn no_connection_fails_while_the_config_is_reloaded_under_load() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let ip = IpAddr::V4(loopback_ip());
-    let (l1, l2) = (free_addr(ip), free_addr(ip));
+    let ([a, b, c], l1, l2) = three_backends_two_listen_addrs();
     // The two configs differ in pools, services, algorithm and, for the kept listener, its
     // backlog (changed in place on each of its sockets). Two data threads, each accepting on
     // a socket of its own: a service removed and added back binds and closes both.

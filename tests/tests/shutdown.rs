@@ -76,9 +76,8 @@ fn drain_gives_up_at_the_deadline_and_still_exits_zero_on(threads: usize) {
 fn systemd_hears_ready_reloading_and_stopping() {
     let a = Backend::start("a");
     let listen = free_addr(IpAddr::V4(loopback_ip()));
-    let dir = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket_path = dir.join("notify.sock");
+    let dir = TempDir::create();
+    let socket_path = dir.path().join("notify.sock");
     let _ = std::fs::remove_file(&socket_path);
     let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     systemd.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -98,5 +97,4 @@ fn systemd_hears_ready_reloading_and_stopping() {
     node.signal(rustix::process::Signal::TERM);
     assert_eq!(next(), "STOPPING=1");
     assert!(node.wait_exit().success());
-    let _ = std::fs::remove_dir_all(&dir);
 }

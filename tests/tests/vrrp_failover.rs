@@ -19,11 +19,8 @@ fn the_backup_takes_over_when_the_master_is_killed_and_clients_follow_the_gratui
     let Some(rack) = Rack::new("vrrp kill -9") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
-    let mut lb1 = rack.start(0, 150, "");
-    let lb2 = rack.start(1, 100, "");
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let _backends = rack.backends();
+    let [mut lb1, lb2] = rack.start_pair(["", ""]);
     assert_eq!(
         neighbour_mac(&rack.client, rack.vip).as_deref(),
         Some(mac_of(&rack.lbs[0]).as_str())
@@ -53,13 +50,10 @@ fn sigterm_hands_over_and_a_returning_master_takes_back_only_with_preempt() {
     let Some(rack) = Rack::new("vrrp sigterm + preempt") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
 
     // preempt (default): the higher-priority node takes the VIP back when it returns.
-    let mut lb1 = rack.start(0, 150, "");
-    let lb2 = rack.start(1, 100, "");
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [mut lb1, lb2] = rack.start_pair(["", ""]);
     lb1.signal(rustix::process::Signal::TERM);
     lb1.wait_exit();
     assert!(
@@ -72,9 +66,7 @@ fn sigterm_hands_over_and_a_returning_master_takes_back_only_with_preempt() {
     drop((lb1, lb2));
 
     // nopreempt: the returning node stays backup.
-    let mut lb1 = rack.start(0, 150, "preempt = false");
-    let lb2 = rack.start(1, 100, "preempt = false");
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [mut lb1, lb2] = rack.start_pair(["preempt = false", "preempt = false"]);
     lb1.signal(rustix::process::Signal::TERM);
     lb1.wait_exit();
     rack.wait_master(1, &[&lb2]);
@@ -82,7 +74,7 @@ fn sigterm_hands_over_and_a_returning_master_takes_back_only_with_preempt() {
     lb1.wait_log("INIT -> BACKUP", 1);
     // Several Master_Down_Intervals (~0.35 s each): lb1 would have taken over by now.
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(has_addr(&rack.lbs[1], rack.vip) && !has_addr(&rack.lbs[0], rack.vip));
+    assert!(rack.vip_only_on(1));
     assert_eq!(rack.served_by().as_deref(), Some("lb2"));
     drop((lb1, lb2));
 }
@@ -92,12 +84,9 @@ fn a_master_whose_backends_all_died_hands_the_vip_to_the_node_that_still_has_the
     let Some(rack) = Rack::new("vrrp pool tracking") else {
         return;
     };
-    let mut b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let [mut b1, _b2] = rack.backends();
     let track = r#"track = [{ pool = "web", min_healthy = 1, weight = 60 }]"#;
-    let lb1 = rack.start(0, 150, track);
-    let lb2 = rack.start(1, 100, track);
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [lb1, lb2] = rack.start_pair([track, track]);
 
     // lb1's only web backend dies: 150 - 60 = 90 < 100, so lb2 preempts.
     b1.stop();
@@ -109,7 +98,7 @@ fn a_master_whose_backends_all_died_hands_the_vip_to_the_node_that_still_has_the
     );
 
     // It recovers: lb1 is back at 150 and takes over again.
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
+    let _b1 = rack.backend(0);
     rack.wait_master(0, &[&lb1, &lb2]);
     drop((lb1, lb2));
 }
@@ -119,11 +108,9 @@ fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
     let Some(rack) = Rack::new("vrrp notify + link fault") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
-    let dir = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let events = dir.join("events");
+    let _backends = rack.backends();
+    let dir = TempDir::create();
+    let events = dir.path().join("events");
     // A program and its arguments, run without a shell: `sh` is only the program chosen here.
     let script = |state: &str| {
         format!(
@@ -138,9 +125,7 @@ fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
         script("fault"),
         script("stop")
     );
-    let lb1 = rack.start(0, 150, &notify);
-    let lb2 = rack.start(1, 100, "");
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [mut lb1, lb2] = rack.start_pair([&notify, ""]);
     let read = || std::fs::read_to_string(&events).unwrap_or_default();
     wait_until("the master script ran", || {
         read().lines().any(|l| l == "master")
@@ -161,7 +146,6 @@ fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
     rack.set_link(0, true);
     rack.wait_master(0, &[&lb1, &lb2]);
     // SIGTERM: the instance resigns and the `stop` script runs before the process exits.
-    let mut lb1 = lb1;
     lb1.signal(rustix::process::Signal::TERM);
     lb1.wait_exit();
     // One script per transition, in order.
@@ -170,7 +154,6 @@ fn notify_scripts_follow_the_role_and_a_lost_link_puts_the_node_in_fault() {
         lines,
         ["backup", "master", "fault", "backup", "master", "stop"]
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -178,11 +161,8 @@ fn a_reload_that_keeps_the_instance_keeps_the_role_and_the_vip() {
     let Some(rack) = Rack::new("vrrp reload keeps role") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
-    let lb1 = rack.start(0, 150, "");
-    let lb2 = rack.start(1, 100, "");
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let _backends = rack.backends();
+    let [lb1, lb2] = rack.start_pair(["", ""]);
 
     // Tracking and notify change; the election settings do not.
     let changed = rack.config(
@@ -211,12 +191,9 @@ fn unicast_peers_elect_and_fail_over_without_multicast() {
     let Some(rack) = Rack::new("vrrp unicast") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
     let peer = |i: usize| format!("peers = [\"{}\"]", rack.lb_ip(1 - i));
-    let mut lb1 = rack.start(0, 150, &peer(0));
-    let lb2 = rack.start(1, 100, &peer(1));
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [mut lb1, lb2] = rack.start_pair([&peer(0), &peer(1)]);
     lb1.signal(rustix::process::Signal::KILL);
     lb1.wait_exit();
     wait_until(&format!("lb2 serves the VIP\n{}", lb2.log_text()), || {
@@ -230,15 +207,12 @@ fn a_partitioned_node_that_cannot_reach_its_gateway_goes_to_fault_instead_of_cla
         return;
     };
     let _gateway = rack.add_host("gw", 254);
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
     let track = format!(
         r#"track_gateway = {{ addr = "{}", interval = "100ms", timeout = "80ms", rise = 1, fall = 2 }}"#,
         rack.addr(254)
     );
-    let lb1 = rack.start(0, 150, &track);
-    let lb2 = rack.start(1, 100, &track);
-    rack.wait_master(0, &[&lb1, &lb2]);
+    let [lb1, lb2] = rack.start_pair([&track, &track]);
 
     // lb1 is cut off, its link still up: it hears no adverts, but cannot ping the gateway
     // either, so it gives the VIP up instead of holding it beside lb2.
@@ -246,9 +220,7 @@ fn a_partitioned_node_that_cannot_reach_its_gateway_goes_to_fault_instead_of_cla
     wait_until(&format!("lb1 in FAULT\n{}", lb1.log_text()), || {
         lb1.log_text().contains("MASTER -> FAULT")
     });
-    wait_until("the VIP on lb2 only", || {
-        has_addr(&rack.lbs[1], rack.vip) && !has_addr(&rack.lbs[0], rack.vip)
-    });
+    wait_until("the VIP on lb2 only", || rack.vip_only_on(1));
     std::thread::sleep(Duration::from_millis(500));
     assert!(!has_addr(&rack.lbs[0], rack.vip), "{}", lb1.log_text());
 
@@ -277,8 +249,7 @@ fn a_sync_group_fails_over_together_on_a_fault_and_on_tracking() {
         return;
     };
     let app_vip = rack.addr(101);
-    let mut b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let [mut b1, _b2] = rack.backends();
     // lb1's "app" instance also tracks a second link, dum0 (a veth pair inside lb1's namespace:
     // taking its peer down takes dum0's carrier away, as an unplugged uplink would).
     let ip = common::netns::ip;
@@ -296,11 +267,11 @@ fn a_sync_group_fails_over_together_on_a_fault_and_on_tracking() {
     ]);
     ip(&["-n", &rack.lbs[0], "link", "set", "dum0", "up"]);
     ip(&["-n", &rack.lbs[0], "link", "set", "dum1", "up"]);
-    let lb1 = Node::start_in_netns(
-        &rack.lbs[0],
+    let lb1 = rack.start_config(
+        0,
         &synced_config(&rack, "lb1", 150, "track_interfaces = [\"dum0\"]"),
     );
-    let lb2 = Node::start_in_netns(&rack.lbs[1], &synced_config(&rack, "lb2", 100, ""));
+    let lb2 = rack.start_config(1, &synced_config(&rack, "lb2", 100, ""));
     rack.wait_master(0, &[&lb1, &lb2]);
     wait_until("app VIP on lb1", || has_addr(&rack.lbs[0], app_vip));
     let both_on = |i: usize| {
@@ -335,8 +306,7 @@ fn vrrpv3_over_ipv6_moves_the_vip_and_clients_follow_the_neighbour_advertisement
         return;
     };
     let vip = rack.addr6(0x100);
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let _b2 = rack.backend(&rack.lbs[1], "lb2");
+    let _backends = rack.backends();
     // The rack's IPv4 config, with the service and the instance moved to the IPv6 VIP.
     let config = |node: &str, priority: u8| {
         rack.config(node, priority, "")
@@ -349,10 +319,10 @@ fn vrrpv3_over_ipv6_moves_the_vip_and_clients_follow_the_neighbour_advertisement
                 &format!("vips = [\"{vip}/64\"]"),
             )
     };
-    let mut lb1 = Node::start_in_netns(&rack.lbs[0], &config("lb1", 150));
-    let lb2 = Node::start_in_netns(&rack.lbs[1], &config("lb2", 100));
+    let mut lb1 = rack.start_config(0, &config("lb1", 150));
+    let lb2 = rack.start_config(1, &config("lb2", 100));
     let served_by = || rack.served_by_at(std::net::SocketAddr::from((vip, 80)));
-    let logs = || format!("{}\n----\n{}", lb1.log_text(), lb2.log_text());
+    let logs = || logs_of(&[&lb1, &lb2]);
     wait_until(&format!("lb1 serves the IPv6 VIP\n{}", logs()), || {
         served_by().as_deref() == Some("lb1")
     });
@@ -376,10 +346,9 @@ fn a_reload_does_not_cut_a_running_notify_script_short() {
     let Some(rack) = Rack::new("vrrp reload keeps notify") else {
         return;
     };
-    let _b1 = rack.backend(&rack.lbs[0], "lb1");
-    let dir = std::env::temp_dir().join(format!("tandem-notify-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let done = dir.join("done");
+    let _b1 = rack.backend(0);
+    let dir = TempDir::create();
+    let done = dir.path().join("done");
     let notify = format!(
         r#"notify = {{ master = ["/bin/sh", "-c", "sleep 1; echo done >> {}"], timeout = "5s" }}"#,
         done.display()
@@ -399,5 +368,4 @@ fn a_reload_does_not_cut_a_running_notify_script_short() {
         &format!("the master script finished\n{}", lb1.log_text()),
         || std::fs::read_to_string(&done).is_ok_and(|t| t.trim() == "done"),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::keepalived::{self, Keepalived};
@@ -30,11 +29,8 @@ impl Group {
             return None;
         }
         let rack = Rack::new(test)?;
-        let b1 = rack.backend(&rack.lbs[0], "lb1");
-        let listener = in_netns(&rack.lbs[1], || {
-            TcpListener::bind("0.0.0.0:80").expect("bind")
-        });
-        let b2 = Backend::from_listener("lb2", listener);
+        let b1 = rack.backend(0);
+        let b2 = rack.wildcard_backend(1);
         Some(Self {
             rack,
             version,
@@ -52,9 +48,8 @@ impl Group {
     }
 
     fn keepalived(&self, priority: u8) -> Keepalived {
-        let vip = self.rack.vip.to_string();
-        let config = keepalived::config("lb2", self.version, priority, self.interval.1, &vip);
-        Keepalived::start_in_netns(&self.rack.lbs[1], &config)
+        self.rack
+            .start_keepalived(1, self.version, priority, self.interval.1)
     }
 
     /// The VIP stays where it is for `hold` (nobody else claims it).
@@ -62,8 +57,7 @@ impl Group {
         let until = std::time::Instant::now() + hold;
         while std::time::Instant::now() < until {
             assert!(
-                has_addr(&self.rack.lbs[i], self.rack.vip)
-                    && !has_addr(&self.rack.lbs[1 - i], self.rack.vip),
+                self.rack.vip_only_on(i),
                 "the VIP moved or is held twice\n{}",
                 context()
             );

@@ -39,24 +39,12 @@ const CONNECTS_WITHIN: Duration = Duration::from_secs(20);
 /// How long a connection held open may wait for its echo while the burst is torn down.
 const ECHO_WITHIN: Duration = Duration::from_secs(1);
 
-#[test]
-fn sequential_round_trips_are_not_held_for_a_wake_up_epoll() {
-    sequential_round_trips_are_not_held_for_a_wake_up("epoll");
-}
-
-#[test]
-fn sequential_round_trips_are_not_held_for_a_wake_up_io_uring_deferring() {
-    sequential_round_trips_are_not_held_for_a_wake_up("io_uring_deferring");
-}
-
-#[test]
-fn sequential_round_trips_are_not_held_for_a_wake_up_io_uring_plain() {
-    sequential_round_trips_are_not_held_for_a_wake_up("io_uring_plain");
-}
-
-#[test]
-fn sequential_round_trips_are_not_held_for_a_wake_up_auto() {
-    sequential_round_trips_are_not_held_for_a_wake_up("auto");
+on_each_io! {
+    sequential_round_trips_are_not_held_for_a_wake_up(io) =>
+        sequential_round_trips_are_not_held_for_a_wake_up_epoll,
+        sequential_round_trips_are_not_held_for_a_wake_up_io_uring_deferring,
+        sequential_round_trips_are_not_held_for_a_wake_up_io_uring_plain,
+        sequential_round_trips_are_not_held_for_a_wake_up_auto,
 }
 
 /// One request at a time through an otherwise idle node: the data thread sleeps before each
@@ -83,24 +71,12 @@ fn sequential_round_trips_are_not_held_for_a_wake_up(io: &str) {
     );
 }
 
-#[test]
-fn a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_epoll() {
-    a_burst_of_clients_closing_at_once_leaves_other_connections_flowing("epoll");
-}
-
-#[test]
-fn a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_io_uring_deferring() {
-    a_burst_of_clients_closing_at_once_leaves_other_connections_flowing("io_uring_deferring");
-}
-
-#[test]
-fn a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_io_uring_plain() {
-    a_burst_of_clients_closing_at_once_leaves_other_connections_flowing("io_uring_plain");
-}
-
-#[test]
-fn a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_auto() {
-    a_burst_of_clients_closing_at_once_leaves_other_connections_flowing("auto");
+on_each_io! {
+    a_burst_of_clients_closing_at_once_leaves_other_connections_flowing(io) =>
+        a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_epoll,
+        a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_io_uring_deferring,
+        a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_io_uring_plain,
+        a_burst_of_clients_closing_at_once_leaves_other_connections_flowing_auto,
 }
 
 /// 2,000 clients close at the same moment on the node's one data thread, which then has
@@ -162,7 +138,7 @@ fn echoes_in_time(held: &mut Client, io: &str, when: &str) {
 /// Asked for the deferring ring on a kernel whose ring the probe turns down, the node must
 /// refuse to start, and say what it measured.
 fn node_on(io: &str, config: &str, listen: SocketAddr) -> Option<Node> {
-    if io.starts_with("io_uring") && !io_uring_usable() {
+    if !io_usable(io) {
         return None;
     }
     let mut node = Node::start(&with_io(config, io));
@@ -207,12 +183,8 @@ fn descriptors_for(needed: u64) -> bool {
     };
     match setrlimit(Resource::Nofile, raised) {
         Ok(()) => true,
-        Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
-            panic!("{needed} descriptors needed and the limit cannot be raised: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: {needed} descriptors needed and the limit cannot be raised: {e}");
-            false
-        }
+        Err(e) => skipped(&format!(
+            "{needed} descriptors needed and the limit cannot be raised: {e}"
+        )),
     }
 }

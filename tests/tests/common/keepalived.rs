@@ -8,14 +8,8 @@ use super::temp_dir;
 
 /// Whether keepalived is installed; prints why not, or panics under CI.
 pub fn available(test: &str) -> bool {
-    if Command::new("keepalived").arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
-        panic!("{test}: keepalived is not installed but TANDEM_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("SKIPPED {test}: keepalived is not installed");
-    false
+    Command::new("keepalived").arg("--version").output().is_ok()
+        || super::skipped(&format!("{test}: keepalived is not installed"))
 }
 
 /// One keepalived process (VRRP only), stopped with SIGTERM when dropped.
@@ -41,8 +35,7 @@ impl Keepalived {
         let conf = dir.join("keepalived.conf");
         std::fs::write(&conf, config).unwrap();
         let log = std::fs::File::create(dir.join("keepalived.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "keepalived"])
+        let child = super::netns::exec(ns, "keepalived")
             // Foreground, log to the console (our file), VRRP only; pid files of its own so it
             // never meets another keepalived's.
             .args(["--dont-fork", "--log-console", "--log-detail", "--vrrp"])

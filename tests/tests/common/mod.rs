@@ -4,13 +4,17 @@
 //! stopped by PID when their handle drops.
 #![allow(dead_code)]
 
+pub mod io_modes;
 pub mod keepalived;
 pub mod netns;
 pub mod rack;
 
+#[allow(unused_imports)] // in the test files that run on no I/O mode of their own
+pub use io_modes::*;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -208,6 +212,17 @@ pub fn which_backend(addr: SocketAddr) -> std::io::Result<String> {
     Client::connect(addr)?.backend_name()
 }
 
+/// Like [`which_backend`], waiting at most `timeout` for the connection and as long again for
+/// the name (an address nobody answers on, or a connection nobody serves, fails fast).
+pub fn which_backend_within(target: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.connect_timeout(&target.into(), timeout)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(timeout))?;
+    Client { stream }.backend_name()
+}
+
 /// A running `tandem` process with its config file and log.
 pub struct Node {
     child: Child,
@@ -220,6 +235,7 @@ pub fn tandem_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tandem-node")
 }
 
+/// A new directory under the system's temporary one, unique to this process and call.
 fn temp_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -229,6 +245,25 @@ fn temp_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A directory of the test's own (see `temp_dir`), deleted with what is in it when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn create() -> Self {
+        Self(temp_dir())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Node {
@@ -243,11 +278,7 @@ impl Node {
     }
 
     fn start_with(config: &str, nofile: Option<u32>) -> Self {
-        let dir = temp_dir();
-        let path = dir.join("tandem.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("tandem.log");
-        let mut command = match nofile {
+        let command = match nofile {
             None => Command::new(tandem_bin()),
             Some(n) => {
                 // util-linux prlimit execs the node in place: the child PID is the node's.
@@ -256,47 +287,44 @@ impl Node {
                 c
             }
         };
-        command.args(["run", "-c"]).arg(&path);
-        Self::spawn(command, dir, path, log)
+        Self::run(command, config)
     }
 
-    /// Starts `tandem run` inside network namespace `ns` (through `ip netns exec`, which
-    /// execs the node in place: the child PID is the node's).
+    /// Starts `tandem run` inside network namespace `ns` (see [`netns::exec`]: the child PID
+    /// is the node's).
     pub fn start_in_netns(ns: &str, config: &str) -> Self {
-        let dir = temp_dir();
-        let path = dir.join("tandem.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("tandem.log");
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]).arg(tandem_bin());
-        command.args(["run", "-c"]).arg(&path);
-        Self::spawn(command, dir, path, log)
+        Self::run(netns::exec(ns, tandem_bin()), config)
     }
 
     /// Like [`Node::start`], with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let mut command = Command::new(tandem_bin());
+        command.envs(env.iter().copied());
+        Self::run(command, config)
+    }
+
+    /// `command` (the node's program, perhaps behind a wrapper that execs it in place) with
+    /// `run -c FILE`, `config` written to FILE.
+    fn run(mut command: Command, config: &str) -> Self {
         let dir = temp_dir();
         let path = dir.join("tandem.toml");
         std::fs::write(&path, config).unwrap();
-        let log = dir.join("tandem.log");
-        let mut command = Command::new(tandem_bin());
         command.args(["run", "-c"]).arg(&path);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        Self::spawn(command, dir, path, log)
+        Self::spawn(command, dir, path)
     }
 
     /// Starts `tandem` with these arguments (e.g. `demo`), logging to a file.
     pub fn start_args(args: &[&str]) -> Self {
         let dir = temp_dir();
-        let log = dir.join("tandem.log");
         let mut command = Command::new(tandem_bin());
         command.args(args);
-        Self::spawn(command, dir.clone(), dir.join("none.toml"), log)
+        let none = dir.join("none.toml");
+        Self::spawn(command, dir, none)
     }
 
-    fn spawn(mut command: Command, dir: PathBuf, path: PathBuf, log: PathBuf) -> Self {
+    /// Runs `command` with its log (stderr) and stdout in files of `dir`.
+    fn spawn(mut command: Command, dir: PathBuf, path: PathBuf) -> Self {
+        let log = dir.join("tandem.log");
         let child = command
             .env("RUST_LOG", "info")
             .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
@@ -414,6 +442,15 @@ impl Drop for Node {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The logs of `nodes`, one after another, for a failure message.
+pub fn logs_of(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.log_text())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
 }
 
 /// Polls `cond` until it holds, failing the test after [`PATIENCE`].
@@ -598,37 +635,24 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, auth: bool) -> (u16, St
     http_raw(addr, &head, b"").expect("the admin API answers")
 }
 
-/// `config` (as `simple_config` writes it) with `[node] io = "{io}"`.
-pub fn with_io(config: &str, io: &str) -> String {
-    assert!(config.contains("[node]\n"), "a config with a [node] table");
-    config.replacen("[node]\n", &format!("[node]\nio = \"{io}\"\n"), 1)
-}
-
 /// `config` (as `simple_config` writes it) with `[node] threads = {threads}`.
 pub fn with_threads(config: &str, threads: usize) -> String {
     assert!(config.contains("threads = 1\n"), "a one-thread config");
     config.replacen("threads = 1\n", &format!("threads = {threads}\n"), 1)
 }
 
-/// Whether this kernel lets the tests' process set up an io_uring. When it does not, says why
-/// and returns false, or fails under TANDEM_REQUIRE_PRIVILEGED=1 (CI, where it must).
-///
-/// The probe ring is made and dropped on a thread of its own that then ends. Dropped on the
-/// test's thread, the ring's teardown would later post that thread a signal-like task-work
-/// notice, and a blocking socket read with a timeout (as `Client` sets) then fails with EINTR
-/// instead of being restarted: a test failing for the probe's sake, not the proxy's.
-pub fn io_uring_usable() -> bool {
-    let probe = thread::spawn(|| io_uring::IoUring::new(8).map(drop))
-        .join()
-        .expect("the io_uring probe thread");
-    match probe {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
-            panic!("io_uring is not usable here ({e}) but TANDEM_REQUIRE_PRIVILEGED=1")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: io_uring is not usable here ({e})");
-            false
-        }
+/// Whether CI asked for every test to run (`TANDEM_REQUIRE_PRIVILEGED=1`): there, a test that
+/// cannot run fails instead of skipping.
+pub fn every_test_required() -> bool {
+    std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1")
+}
+
+/// For a test that cannot run here for `reason`: says so and returns false, or fails the test
+/// under `TANDEM_REQUIRE_PRIVILEGED=1` (see [`every_test_required`]).
+pub fn skipped(reason: &str) -> bool {
+    if every_test_required() {
+        panic!("{reason} but TANDEM_REQUIRE_PRIVILEGED=1");
     }
+    eprintln!("SKIPPED: {reason}");
+    false
 }

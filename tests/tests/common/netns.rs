@@ -29,22 +29,21 @@ pub struct Lan {
 /// Whether privileged tests can run here; prints why not, or panics under CI.
 pub fn privileged(test: &str) -> bool {
     let why = if !rustix::process::geteuid().is_root() {
-        Some("not running as root")
+        "not running as root"
     } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("iproute2 (`ip`) is not installed")
+        "iproute2 (`ip`) is not installed"
     } else {
-        None
+        return true;
     };
-    match why {
-        None => true,
-        Some(why) if std::env::var_os("TANDEM_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") => {
-            panic!("{test}: privileged test cannot run ({why}) but TANDEM_REQUIRE_PRIVILEGED=1")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: needs network namespaces ({why})");
-            false
-        }
-    }
+    super::skipped(&format!("{test}: needs network namespaces ({why})"))
+}
+
+/// A command that runs `program` inside namespace `ns` (`ip netns exec`, which execs it in
+/// place: the child PID is the program's, for stopping it by PID). Arguments follow.
+pub fn exec(ns: &str, program: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, program]);
+    command
 }
 
 /// Runs `ip` with `args`; panics with its output if it fails.

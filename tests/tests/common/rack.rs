@@ -3,12 +3,17 @@
 //!
 //! Each LB namespace gets a backend of its own, named after the node, so a client connection
 //! to VIP:80 says which node holds the VIP.
+//!
+//! Everything here is created in, and runs in, the rack's own namespaces: the LAN deletes them
+//! when the rack drops, and the processes started here are stopped by PID when their handles
+//! drop (declare them after the rack, so they drop first).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
+use super::keepalived::{self, Keepalived};
 use super::netns::{Lan, has_addr, in_netns};
-use super::{Backend, Client, Node, wait_until};
+use super::{Backend, Node, logs_of, wait_until, which_backend_within};
 
 pub const VIP_HOST: u8 = 100;
 pub const PORT: u16 = 80;
@@ -69,10 +74,32 @@ impl Rack {
         self.lan.set_host_link(&self.lbs[i], up);
     }
 
-    /// A backend named `name` on 127.0.0.1:9000 inside `ns`.
-    pub fn backend(&self, ns: &str, name: &str) -> Backend {
-        let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:9000").expect("bind"));
-        Backend::from_listener(name, listener)
+    /// LB node `i`'s name (`lb1`, `lb2`): in its config, and the name of its backend.
+    pub fn name(&self, i: usize) -> String {
+        format!("lb{}", i + 1)
+    }
+
+    /// LB node `i`'s backend, named after the node, on 127.0.0.1:9000 inside its namespace:
+    /// what the node's web service proxies to.
+    pub fn backend(&self, i: usize) -> Backend {
+        self.backend_on(i, "127.0.0.1:9000")
+    }
+
+    /// Both nodes' backends (see [`Rack::backend`]).
+    pub fn backends(&self) -> [Backend; 2] {
+        [self.backend(0), self.backend(1)]
+    }
+
+    /// A backend named after node `i` on 0.0.0.0:80 inside its namespace, answering on the VIP
+    /// whenever the node holds it: for a keepalived node, which moves addresses but does not
+    /// proxy.
+    pub fn wildcard_backend(&self, i: usize) -> Backend {
+        self.backend_on(i, "0.0.0.0:80")
+    }
+
+    fn backend_on(&self, i: usize, addr: &'static str) -> Backend {
+        let listener = in_netns(&self.lbs[i], move || TcpListener::bind(addr).expect("bind"));
+        Backend::from_listener(&self.name(i), listener)
     }
 
     /// A node's config: one web service on VIP:80 over its local backend (checked every
@@ -115,9 +142,37 @@ garp_interval = "300ms"
         )
     }
 
+    /// Starts LB node `i` on [`Rack::config`] at `priority`, with `extra` VRRP keys.
     pub fn start(&self, i: usize, priority: u8, extra: &str) -> Node {
-        let name = format!("lb{}", i + 1);
-        Node::start_in_netns(&self.lbs[i], &self.config(&name, priority, extra))
+        self.start_config(i, &self.config(&self.name(i), priority, extra))
+    }
+
+    /// Starts LB node `i` on `config`, in its namespace.
+    pub fn start_config(&self, i: usize, config: &str) -> Node {
+        Node::start_in_netns(&self.lbs[i], config)
+    }
+
+    /// Starts lb1 at priority 150 and lb2 at 100 (`extra` VRRP keys for each), and waits until
+    /// lb1 is master and serves.
+    pub fn start_pair(&self, extra: [&str; 2]) -> [Node; 2] {
+        let lb1 = self.start(0, 150, extra[0]);
+        let lb2 = self.start(1, 100, extra[1]);
+        self.wait_master(0, &[&lb1, &lb2]);
+        [lb1, lb2]
+    }
+
+    /// Starts keepalived as LB node `i`: VRRP `version`, `priority`, adverts every
+    /// `advert_int` (keepalived's spelling), for the rack's VIP (see [`keepalived::config`]).
+    pub fn start_keepalived(
+        &self,
+        i: usize,
+        version: u8,
+        priority: u8,
+        advert_int: &str,
+    ) -> Keepalived {
+        let vip = self.vip.to_string();
+        let config = keepalived::config(&self.name(i), version, priority, advert_int, &vip);
+        Keepalived::start_in_netns(&self.lbs[i], &config)
     }
 
     /// Which backend a new client connection to VIP:80 reaches, if any.
@@ -128,31 +183,21 @@ garp_interval = "300ms"
     /// Which backend a new client connection to `target` (IPv4 or IPv6) reaches, if any.
     pub fn served_by_at(&self, target: SocketAddr) -> Option<String> {
         in_netns(&self.client, move || {
-            let domain = socket2::Domain::for_address(target);
-            let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).ok()?;
-            socket
-                .connect_timeout(&target.into(), Duration::from_millis(500))
-                .ok()?;
-            let stream: std::net::TcpStream = socket.into();
-            stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .ok()?;
-            Client { stream }.backend_name().ok()
+            which_backend_within(target, Duration::from_millis(500)).ok()
         })
+    }
+
+    /// Whether the VIP is on LB node `i` and not on the other.
+    pub fn vip_only_on(&self, i: usize) -> bool {
+        has_addr(&self.lbs[i], self.vip) && !has_addr(&self.lbs[1 - i], self.vip)
     }
 
     /// Waits until the VIP is on node `i` only, and clients reach that node's backend.
     pub fn wait_master(&self, i: usize, logs: &[&Node]) {
-        let name = format!("lb{}", i + 1);
-        let other = &self.lbs[1 - i];
-        let context = || {
-            logs.iter()
-                .map(|n| n.log_text())
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        };
+        let name = self.name(i);
+        let context = || logs_of(logs);
         wait_until(&format!("VIP on {name} only\n{}", context()), || {
-            has_addr(&self.lbs[i], self.vip) && !has_addr(other, self.vip)
+            self.vip_only_on(i)
         });
         wait_until(&format!("clients served by {name}\n{}", context()), || {
             self.served_by().as_deref() == Some(name.as_str())
