@@ -154,8 +154,14 @@ garp_interval = "300ms"
 
     /// Starts lb1 at priority 150 and lb2 at 100 (`extra` VRRP keys for each), and waits until
     /// lb1 is master and serves.
+    ///
+    /// lb1 becomes master before lb2 starts. Started together, lb2 could start the faster of
+    /// the two by more than the skew between their priorities (~20 ms) and take the role first,
+    /// which with `preempt = false` it then keeps. lb1's log says when it is master, not the
+    /// VIP: a node killed by an earlier phase may have left the VIP on lb1's link.
     pub fn start_pair(&self, extra: [&str; 2]) -> [Node; 2] {
         let lb1 = self.start(0, 150, extra[0]);
+        lb1.wait_log("BACKUP -> MASTER", 1);
         let lb2 = self.start(1, 100, extra[1]);
         self.wait_master(0, &[&lb1, &lb2]);
         [lb1, lb2]
