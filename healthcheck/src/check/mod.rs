@@ -4,21 +4,23 @@
 //! (no pooling, so a probe never reuses a connection a broken backend still half-holds), and a
 //! command is killed with its whole process group when it overruns.
 
+mod http;
+mod icmp;
+mod process;
+mod tcp;
+
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::header::{CONNECTION, HOST, USER_AGENT};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use http::http;
+use icmp::icmp;
+use process::process;
+use tcp::tcp;
 
 /// What to probe, and what counts as alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,144 +249,6 @@ async fn bounded(
         .map_err(|_| CheckError::Timeout(timeout))?
 }
 
-async fn tcp(
-    addr: SocketAddr,
-    send: Option<&[u8]>,
-    expect: Option<&[u8]>,
-) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(CheckError::Connect)?;
-    if let Some(bytes) = send {
-        stream.write_all(bytes).await.map_err(CheckError::Io)?;
-    }
-    let Some(expect) = expect else {
-        return Ok(());
-    };
-    let mut got = vec![0; expect.len()];
-    let mut filled = 0;
-    while filled < expect.len() {
-        let n = stream
-            .read(&mut got[filled..])
-            .await
-            .map_err(CheckError::Io)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-        // Stop at the first wrong byte: no need to wait for the rest of a wrong reply.
-        if got[..filled] != expect[..filled] {
-            break;
-        }
-    }
-    got.truncate(filled);
-    if got == expect {
-        Ok(())
-    } else {
-        Err(CheckError::Expect {
-            expected: quote(expect),
-            got: quote(&got),
-        })
-    }
-}
-
-/// Printable excerpt of raw bytes for an error message.
-fn quote(bytes: &[u8]) -> String {
-    let mut s = bytes[..bytes.len().min(QUOTE_LIMIT)]
-        .escape_ascii()
-        .to_string();
-    if bytes.len() > QUOTE_LIMIT {
-        s.push_str("...");
-    }
-    s
-}
-
-/// Aborts the spawned connection driver when the probe ends or is cancelled, so a timed-out
-/// probe closes its socket instead of leaving it to the backend.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn http(
-    addr: SocketAddr,
-    method: HttpMethod,
-    path: &str,
-    host: Option<&str>,
-    expect: &StatusMatcher,
-    body: Option<&str>,
-) -> Result<(), CheckError> {
-    if !path.starts_with('/') {
-        return Err(CheckError::InvalidSpec(format!(
-            "http path {path:?} must start with /"
-        )));
-    }
-    let request = hyper::Request::builder()
-        .method(method.as_hyper())
-        .uri(path)
-        .header(HOST, host.map_or_else(|| addr.to_string(), str::to_owned))
-        .header(
-            USER_AGENT,
-            concat!("tandem-healthcheck/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| CheckError::InvalidSpec(format!("http request for {path:?}: {e}")))?;
-
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(CheckError::Connect)?;
-    // Small requests: send them now rather than wait for an ACK (Nagle). Not fatal if refused.
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(CheckError::Http)?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        // Its errors also surface through `send_request` or the body, where they are reported.
-        let _ = connection.await;
-    }));
-
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(CheckError::Http)?;
-    let status = response.status().as_u16();
-    if !expect.matches(status) {
-        return Err(CheckError::Status {
-            got: status,
-            expected: expect.to_string(),
-        });
-    }
-    let Some(needle) = body else {
-        return Ok(());
-    };
-    let mut body = response.into_body();
-    let mut seen = Vec::new();
-    while seen.len() < BODY_LIMIT {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        let Ok(data) = frame.map_err(CheckError::Http)?.into_data() else {
-            continue; // trailers
-        };
-        let take = data.len().min(BODY_LIMIT - seen.len());
-        seen.extend_from_slice(&data[..take]);
-        if contains(&seen, needle.as_bytes()) {
-            return Ok(());
-        }
-    }
-    Err(CheckError::Body {
-        expected: needle.to_owned(),
-    })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 async fn command(argv: &[String], timeout: Duration) -> Result<(), CheckError> {
     let finished = runner::run(argv, timeout).await.map_err(|e| match e {
         runner::RunError::Empty => CheckError::InvalidSpec("command is empty".into()),
@@ -409,190 +273,11 @@ async fn command(argv: &[String], timeout: Duration) -> Result<(), CheckError> {
     }
 }
 
-async fn process(target: &ProcessTarget) -> Result<(), CheckError> {
-    let target = target.clone();
-    // Walking /proc is many small blocking reads; keep them off the async workers.
-    tokio::task::spawn_blocking(move || match &target {
-        ProcessTarget::Name(name) => find_by_name(name),
-        ProcessTarget::PidFile(path) => check_pid_file(path),
-    })
-    .await
-    .map_err(|e| CheckError::Io(io::Error::other(e)))?
-}
-
-/// ICMP echo request type and echo reply type (RFC 792).
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_ECHO_REPLY: u8 = 0;
-
-async fn icmp(addr: std::net::IpAddr, timeout: Duration) -> Result<(), CheckError> {
-    let std::net::IpAddr::V4(v4) = addr else {
-        return Err(CheckError::InvalidSpec(format!(
-            "icmp check of {addr}: IPv4 only"
-        )));
-    };
-    // A blocking socket with a receive timeout on a blocking thread: gateway checks are few, and
-    // this keeps the crate free of `unsafe` (an async raw socket would need it).
-    tokio::task::spawn_blocking(move || ping(v4, timeout))
-        .await
-        .map_err(|e| CheckError::Io(io::Error::other(e)))?
-}
-
-fn ping(addr: std::net::Ipv4Addr, timeout: Duration) -> Result<(), CheckError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket =
-        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(CheckError::Io)?;
-    // Connected: the kernel hands this socket only packets from `addr`.
-    let to = std::net::SocketAddr::from((addr, 0));
-    socket.connect(&to.into()).map_err(CheckError::Connect)?;
-    let id = (std::process::id() & 0xffff) as u16;
-    let seq = fastrand::u16(..);
-    let request = echo_request(id, seq);
-    socket.send(&request).map_err(CheckError::Io)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(CheckError::Timeout(timeout));
-        }
-        // A timeout under a microsecond would round to zero, which means "wait forever".
-        let left = left.max(Duration::from_millis(1));
-        socket
-            .set_read_timeout(Some(left))
-            .map_err(CheckError::Io)?;
-        let n = match std::io::Read::read(&mut &socket, &mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(CheckError::Timeout(timeout));
-            }
-            Err(e) => return Err(CheckError::Io(e)),
-        };
-        if is_echo_reply(&buf[..n], id, seq) {
-            return Ok(());
-        }
-    }
-}
-
-/// An ICMP echo request with identifier `id` and sequence `seq`, and its checksum.
-fn echo_request(id: u16, seq: u16) -> [u8; 16] {
-    let mut p = [0u8; 16];
-    p[0] = ICMP_ECHO_REQUEST;
-    p[4..6].copy_from_slice(&id.to_be_bytes());
-    p[6..8].copy_from_slice(&seq.to_be_bytes());
-    p[8..16].copy_from_slice(b"tandem\0\0");
-    let sum = internet_checksum(&p);
-    p[2..4].copy_from_slice(&sum.to_be_bytes());
-    p
-}
-
-/// Whether `packet` (an IPv4 datagram, as a raw socket delivers it) is the reply to our echo.
-fn is_echo_reply(packet: &[u8], id: u16, seq: u16) -> bool {
-    let Some(&first) = packet.first() else {
-        return false;
-    };
-    let header = usize::from(first & 0x0f) * 4;
-    let Some(icmp) = packet.get(header..) else {
-        return false;
-    };
-    icmp.len() >= 8
-        && icmp[0] == ICMP_ECHO_REPLY
-        && icmp[4..6] == id.to_be_bytes()
-        && icmp[6..8] == seq.to_be_bytes()
-}
-
-/// RFC 1071 one's-complement sum.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn check_pid_file(path: &Path) -> Result<(), CheckError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CheckError::NoProcess(format!("cannot read pid file {}: {e}", path.display()))
-    })?;
-    let pid = text
-        .trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|&pid| pid > 0)
-        .ok_or_else(|| {
-            CheckError::NoProcess(format!("pid file {} holds no pid", path.display()))
-        })?;
-    match proc_state(pid) {
-        Some(state) if is_live(state) => Ok(()),
-        Some(_) => Err(CheckError::NoProcess(format!(
-            "pid {pid} from {} is a zombie",
-            path.display()
-        ))),
-        None => Err(CheckError::NoProcess(format!(
-            "pid {pid} from {} is not running",
-            path.display()
-        ))),
-    }
-}
-
-fn find_by_name(name: &str) -> Result<(), CheckError> {
-    if name.is_empty() || name.contains('/') {
-        return Err(CheckError::InvalidSpec(format!("process name {name:?}")));
-    }
-    let entries = std::fs::read_dir("/proc").map_err(CheckError::Io)?;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may exit mid-walk: every unreadable file simply means "not this one".
-        if has_name(pid, name) && proc_state(pid).is_some_and(is_live) {
-            return Ok(());
-        }
-    }
-    Err(CheckError::NoProcess(format!(
-        "none named {name:?} is running"
-    )))
-}
-
-fn has_name(pid: u32, name: &str) -> bool {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
-    if comm.is_ok_and(|c| c.trim_end_matches('\n') == name) {
-        return true;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-        let base = argv0.rsplit(|&b| b == b'/').next().unwrap_or_default();
-        base == name.as_bytes()
-    })
-}
-
-/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, ...), or `None` if there is no such
-/// process. The name field may hold spaces and parentheses, so parse after the last `)`.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.trim_start().chars().next()
-}
-
-/// Zombies (`Z`) and dead tasks (`X`, `x`) have exited: their pid is still listed, but nothing
-/// runs.
-fn is_live(state: char) -> bool {
-    !matches!(state, 'Z' | 'X' | 'x')
-}
-
 #[cfg(test)]
 mod tests {
+    use super::icmp::{ICMP_ECHO_REPLY, echo_request, internet_checksum, is_echo_reply};
+    use super::process::{is_live, proc_state};
+    use super::tcp::quote;
     use super::*;
     use proptest::prelude::*;
 
