@@ -1,10 +1,6 @@
-//! One virtual router on a real link: the tokio task that drives a [`Machine`].
-//!
-//! It sleeps until the machine's next deadline, an advert, a command or a link change; feeds
-//! each to the machine; and carries out the actions: adverts out of the raw socket, VIPs added
-//! and removed with netlink, gratuitous ARP / NA repeated after a takeover. Its state is
-//! published on a watch channel ([`Instance::status`]) for the daemon's status page, metrics,
-//! notify scripts and cloud-mode health endpoint.
+//! The task behind an [`Instance`](super::Instance): it sleeps until the machine's next
+//! deadline, an advert, a command or a link poll, feeds each to the machine, and carries out
+//! the actions (adverts, VIPs, announcements), publishing the status after every change.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,9 +11,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::{Command, InstanceConfig, Status, Transition};
 use crate::accept::{Acceptor, Received, Verdict};
-use crate::machine::{Action, Input, Machine, MachineConfig, State};
-use crate::packet::{self, Advert, Version};
+use crate::machine::{Action, Input, Machine, State};
+use crate::packet::{self, Advert};
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
 use crate::sys::link::{self, Link};
@@ -32,262 +29,8 @@ const RECV_BUF: usize = 8192;
 /// Pause before receiving again after a receive error.
 const RECV_RETRY: Duration = Duration::from_millis(100);
 
-/// Everything one instance needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceConfig {
-    /// For logs.
-    pub name: String,
-    pub interface: String,
-    pub version: Version,
-    pub vrid: u8,
-    pub priority: u8,
-    pub advert_interval: Duration,
-    pub preempt: bool,
-    pub preempt_delay: Duration,
-    /// Addresses and prefix lengths the master holds.
-    pub vips: Vec<(IpAddr, u8)>,
-    /// Add and remove `vips` (false: cloud mode, the role only drives `/healthz`).
-    pub manage_vips: bool,
-    /// Unicast peers; empty: multicast.
-    pub peers: Vec<IpAddr>,
-    /// Source of adverts; `None`: the interface's primary address.
-    pub source: Option<IpAddr>,
-    /// Further links whose loss means FAULT (the instance's own link always counts).
-    pub track_interfaces: Vec<String>,
-    pub garp_repeat: u32,
-    pub garp_interval: Duration,
-    pub garp_refresh: Option<Duration>,
-}
-
-/// What the instance publishes after every change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub state: State,
-    pub priority: u8,
-    pub effective_priority: u8,
-    /// The master as last seen (ourselves when master).
-    pub master: Option<IpAddr>,
-    /// Our advert source address.
-    pub source: Option<IpAddr>,
-    pub since: Instant,
-    pub transitions: u64,
-    /// The instance's own link, or a tracked one, is down (FAULT of its own making, as
-    /// opposed to a [`Command::ExternalFault`]).
-    pub link_fault: bool,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Dropped packets by reason ([`packet::DecodeError::reason`], or `vrid`/`version`).
-    pub dropped: BTreeMap<&'static str, u64>,
-}
-
-/// One change of state, as published to [`Instance::transitions`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    pub from: State,
-    pub to: State,
-}
-
-/// Transitions buffered per subscriber; far more than any burst of role changes.
-const TRANSITIONS_BUFFER: usize = 64;
-
-/// Commands from the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Tracking changed: the priority delta now in force (see [`Input::SetPriorityDelta`]).
-    PriorityDelta(i32),
-    /// An external fault source (e.g. a gateway check) is down or up again.
-    ExternalFault(bool),
-    /// Hand the master role over (admin swap).
-    Relinquish,
-}
-
-/// Why an instance could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("interface {0}: {1}")]
-    Interface(String, #[source] io::Error),
-    #[error("{0}")]
-    Config(#[from] crate::machine::ConfigError),
-    #[error("no {family} address on {interface} to send adverts from; set `source`")]
-    NoSource {
-        family: &'static str,
-        interface: String,
-    },
-    #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
-    move |source| StartError::Io { what, source }
-}
-
-/// A running instance. Stop it with [`Instance::shutdown`], which sends the priority-0 advert,
-/// removes the VIPs (RFC 5798 §6.4.3 (605)) and waits for that to be done; dropping the handle
-/// starts the same resignation without waiting for it.
-pub struct Instance {
-    commands: mpsc::UnboundedSender<Command>,
-    status: watch::Receiver<Status>,
-    transitions: broadcast::Sender<Transition>,
-    /// The receiver created before the task started: it holds every transition from the first.
-    first_transitions: std::sync::Mutex<Option<broadcast::Receiver<Transition>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Instance {
-    /// Opens the sockets, clears VIPs left over from an earlier run, and starts the election.
-    pub async fn start(config: InstanceConfig) -> Result<Self, StartError> {
-        let link = Link::by_name(&config.interface)
-            .map_err(|e| StartError::Interface(config.interface.clone(), e))?;
-        let addresses = Addresses::connect().map_err(io_err("netlink"))?;
-        let v6 = config
-            .vips
-            .first()
-            .map(|(ip, _)| ip.is_ipv6())
-            .or(config.source.map(|s| s.is_ipv6()))
-            .or(config.peers.first().map(IpAddr::is_ipv6))
-            .unwrap_or(false);
-        // A VIP still on the link from an earlier run would answer beside the real master, and could
-        // even be taken for the advert source below: remove leftovers first.
-        if config.manage_vips {
-            for (ip, _) in &config.vips {
-                addresses
-                    .remove(link.index, *ip)
-                    .await
-                    .map_err(io_err("removing a leftover VIP"))?;
-            }
-        }
-
-        let source = match config.source {
-            Some(s) => s,
-            None => addresses
-                .primary(link.index, v6)
-                .await
-                .map_err(io_err("reading interface addresses"))?
-                .ok_or_else(|| StartError::NoSource {
-                    family: if v6 { "IPv6 link-local" } else { "IPv4" },
-                    interface: config.interface.clone(),
-                })?,
-        };
-        let machine = Machine::new(MachineConfig {
-            version: config.version,
-            vrid: config.vrid,
-            priority: config.priority,
-            advert_interval: config.advert_interval,
-            preempt: config.preempt,
-            preempt_delay: config.preempt_delay,
-            accept_mode: true,
-            primary_address: source,
-        })?;
-        let multicast = config.peers.is_empty();
-        let socket = match source {
-            IpAddr::V4(v4) => AdvertSocketV4::open(&link, v4, multicast).map(Sockets::V4),
-            IpAddr::V6(v6) => AdvertSocketV6::open(&link, v6, multicast).map(Sockets::V6),
-        }
-        .map_err(io_err("opening the VRRP socket"))?;
-        let announcer = if config.manage_vips {
-            let announcer = Announcer::open(&link, !v6, v6);
-            Some(announcer.map_err(io_err("opening the ARP / NA socket"))?)
-        } else {
-            None
-        };
-        let now = Instant::now();
-        let status = Status {
-            state: State::Initialize,
-            priority: config.priority,
-            effective_priority: machine.effective_priority(),
-            master: None,
-            source: Some(source),
-            since: now,
-            transitions: 0,
-            link_fault: false,
-            adverts_sent: 0,
-            adverts_received: 0,
-            dropped: BTreeMap::new(),
-        };
-        let (status_tx, status_rx) = watch::channel(status);
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let (transitions, first_transitions) = broadcast::channel(TRANSITIONS_BUFFER);
-        let acceptor = Acceptor {
-            own: source,
-            peers: config.peers.clone(),
-            vrid: config.vrid,
-            version: config.version,
-        };
-        let driver = Driver {
-            acceptor,
-            config,
-            link,
-            source,
-            multicast,
-            machine,
-            socket,
-            addresses,
-            announcer,
-            status: status_tx,
-            transitions: transitions.clone(),
-            announcing: None,
-            last_drop_log: BTreeMap::new(),
-            link_fault: false,
-            external_fault: false,
-            vip_fault: false,
-            vip_fault_pending: false,
-            vips_stuck: false,
-        };
-        let task = tokio::spawn(driver.run(commands_rx, stop_rx));
-        Ok(Self {
-            commands,
-            status: status_rx,
-            transitions,
-            first_transitions: std::sync::Mutex::new(Some(first_transitions)),
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// The current status; `changed()` on the receiver wakes on every change.
-    pub fn status(&self) -> watch::Receiver<Status> {
-        self.status.clone()
-    }
-
-    /// Every state change, in order (unlike [`Instance::status`], which may skip a state that
-    /// lasted less than a read). The first call gets them all from the start; later calls get
-    /// those from the call on.
-    pub fn transitions(&self) -> broadcast::Receiver<Transition> {
-        let first = self
-            .first_transitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        first.unwrap_or_else(|| self.transitions.subscribe())
-    }
-
-    /// A sender for commands, for tasks that outlive a borrow of the instance.
-    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
-        self.commands.clone()
-    }
-
-    pub fn command(&self, command: Command) {
-        // Fails only when the task has ended (after shutdown): nothing left to command.
-        let _ = self.commands.send(command);
-    }
-
-    /// Stops the instance: a master resigns with a priority-0 advert and removes its VIPs.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
 /// The advert sockets of one family.
-enum Sockets {
+pub(super) enum Sockets {
     V4(AdvertSocketV4),
     V6(AdvertSocketV6),
 }
@@ -317,35 +60,35 @@ impl Sockets {
     }
 }
 
-struct Driver {
-    config: InstanceConfig,
-    link: Link,
-    source: IpAddr,
-    multicast: bool,
-    machine: Machine,
+pub(super) struct Driver {
+    pub(super) config: InstanceConfig,
+    pub(super) link: Link,
+    pub(super) source: IpAddr,
+    pub(super) multicast: bool,
+    pub(super) machine: Machine,
     /// Which received messages are adverts for us.
-    acceptor: Acceptor,
-    socket: Sockets,
-    addresses: Addresses,
-    announcer: Option<Announcer>,
-    status: watch::Sender<Status>,
-    transitions: broadcast::Sender<Transition>,
+    pub(super) acceptor: Acceptor,
+    pub(super) socket: Sockets,
+    pub(super) addresses: Addresses,
+    pub(super) announcer: Option<Announcer>,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) transitions: broadcast::Sender<Transition>,
     /// The task repeating gratuitous ARPs after a takeover; aborted when we stop being master.
-    announcing: Option<JoinHandle<()>>,
-    last_drop_log: BTreeMap<&'static str, Instant>,
-    link_fault: bool,
-    external_fault: bool,
+    pub(super) announcing: Option<JoinHandle<()>>,
+    pub(super) last_drop_log: BTreeMap<&'static str, Instant>,
+    pub(super) link_fault: bool,
+    pub(super) external_fault: bool,
     /// A VIP could not be added (we must not claim to be master without it) or removed (we
     /// must not hold it as backup): FAULT until a retry succeeds.
-    vip_fault: bool,
+    pub(super) vip_fault: bool,
     /// The machine must hear `Fault(true)` once the current actions are done.
-    vip_fault_pending: bool,
+    pub(super) vip_fault_pending: bool,
     /// VIPs that could not be removed, retried on every link poll.
-    vips_stuck: bool,
+    pub(super) vips_stuck: bool,
 }
 
 impl Driver {
-    async fn run(
+    pub(super) async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut stop: tokio::sync::oneshot::Receiver<()>,

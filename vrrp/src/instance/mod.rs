@@ -1,0 +1,283 @@
+//! One virtual router on a real link: a tokio task (`driver`) that drives a [`Machine`], and
+//! the handle that starts, commands and stops it.
+//!
+//! The task sleeps until the machine's next deadline, an advert, a command or a link change;
+//! feeds each to the machine; and carries out the actions: adverts out of the raw socket, VIPs
+//! added and removed with netlink, gratuitous ARP / NA repeated after a takeover. Its state is
+//! published on a watch channel ([`Instance::status`]) for the daemon's status page, metrics,
+//! notify scripts and cloud-mode health endpoint.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+mod driver;
+
+use driver::{Driver, Sockets};
+
+use crate::accept::Acceptor;
+use crate::machine::{Machine, MachineConfig, State};
+use crate::packet::Version;
+use crate::sys::addr::Addresses;
+use crate::sys::announce::Announcer;
+use crate::sys::link::Link;
+use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6};
+
+/// Everything one instance needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    /// For logs.
+    pub name: String,
+    pub interface: String,
+    pub version: Version,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Addresses and prefix lengths the master holds.
+    pub vips: Vec<(IpAddr, u8)>,
+    /// Add and remove `vips` (false: cloud mode, the role only drives `/healthz`).
+    pub manage_vips: bool,
+    /// Unicast peers; empty: multicast.
+    pub peers: Vec<IpAddr>,
+    /// Source of adverts; `None`: the interface's primary address.
+    pub source: Option<IpAddr>,
+    /// Further links whose loss means FAULT (the instance's own link always counts).
+    pub track_interfaces: Vec<String>,
+    pub garp_repeat: u32,
+    pub garp_interval: Duration,
+    pub garp_refresh: Option<Duration>,
+}
+
+/// What the instance publishes after every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    pub priority: u8,
+    pub effective_priority: u8,
+    /// The master as last seen (ourselves when master).
+    pub master: Option<IpAddr>,
+    /// Our advert source address.
+    pub source: Option<IpAddr>,
+    pub since: Instant,
+    pub transitions: u64,
+    /// The instance's own link, or a tracked one, is down (FAULT of its own making, as
+    /// opposed to a [`Command::ExternalFault`]).
+    pub link_fault: bool,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Dropped packets by reason ([`packet::DecodeError::reason`], or `vrid`/`version`).
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// One change of state, as published to [`Instance::transitions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+}
+
+/// Transitions buffered per subscriber; far more than any burst of role changes.
+const TRANSITIONS_BUFFER: usize = 64;
+
+/// Commands from the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Tracking changed: the priority delta now in force (see [`Input::SetPriorityDelta`]).
+    PriorityDelta(i32),
+    /// An external fault source (e.g. a gateway check) is down or up again.
+    ExternalFault(bool),
+    /// Hand the master role over (admin swap).
+    Relinquish,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("interface {0}: {1}")]
+    Interface(String, #[source] io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::machine::ConfigError),
+    #[error("no {family} address on {interface} to send adverts from; set `source`")]
+    NoSource {
+        family: &'static str,
+        interface: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+/// A running instance. Stop it with [`Instance::shutdown`], which sends the priority-0 advert,
+/// removes the VIPs (RFC 5798 §6.4.3 (605)) and waits for that to be done; dropping the handle
+/// starts the same resignation without waiting for it.
+pub struct Instance {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    transitions: broadcast::Sender<Transition>,
+    /// The receiver created before the task started: it holds every transition from the first.
+    first_transitions: std::sync::Mutex<Option<broadcast::Receiver<Transition>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Instance {
+    /// Opens the sockets, clears VIPs left over from an earlier run, and starts the election.
+    pub async fn start(config: InstanceConfig) -> Result<Self, StartError> {
+        let link = Link::by_name(&config.interface)
+            .map_err(|e| StartError::Interface(config.interface.clone(), e))?;
+        let addresses = Addresses::connect().map_err(io_err("netlink"))?;
+        let v6 = config
+            .vips
+            .first()
+            .map(|(ip, _)| ip.is_ipv6())
+            .or(config.source.map(|s| s.is_ipv6()))
+            .or(config.peers.first().map(IpAddr::is_ipv6))
+            .unwrap_or(false);
+        // A VIP still on the link from an earlier run would answer beside the real master, and could
+        // even be taken for the advert source below: remove leftovers first.
+        if config.manage_vips {
+            for (ip, _) in &config.vips {
+                addresses
+                    .remove(link.index, *ip)
+                    .await
+                    .map_err(io_err("removing a leftover VIP"))?;
+            }
+        }
+
+        let source = match config.source {
+            Some(s) => s,
+            None => addresses
+                .primary(link.index, v6)
+                .await
+                .map_err(io_err("reading interface addresses"))?
+                .ok_or_else(|| StartError::NoSource {
+                    family: if v6 { "IPv6 link-local" } else { "IPv4" },
+                    interface: config.interface.clone(),
+                })?,
+        };
+        let machine = Machine::new(MachineConfig {
+            version: config.version,
+            vrid: config.vrid,
+            priority: config.priority,
+            advert_interval: config.advert_interval,
+            preempt: config.preempt,
+            preempt_delay: config.preempt_delay,
+            accept_mode: true,
+            primary_address: source,
+        })?;
+        let multicast = config.peers.is_empty();
+        let socket = match source {
+            IpAddr::V4(v4) => AdvertSocketV4::open(&link, v4, multicast).map(Sockets::V4),
+            IpAddr::V6(v6) => AdvertSocketV6::open(&link, v6, multicast).map(Sockets::V6),
+        }
+        .map_err(io_err("opening the VRRP socket"))?;
+        let announcer = if config.manage_vips {
+            let announcer = Announcer::open(&link, !v6, v6);
+            Some(announcer.map_err(io_err("opening the ARP / NA socket"))?)
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let status = Status {
+            state: State::Initialize,
+            priority: config.priority,
+            effective_priority: machine.effective_priority(),
+            master: None,
+            source: Some(source),
+            since: now,
+            transitions: 0,
+            link_fault: false,
+            adverts_sent: 0,
+            adverts_received: 0,
+            dropped: BTreeMap::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (transitions, first_transitions) = broadcast::channel(TRANSITIONS_BUFFER);
+        let acceptor = Acceptor {
+            own: source,
+            peers: config.peers.clone(),
+            vrid: config.vrid,
+            version: config.version,
+        };
+        let driver = Driver {
+            acceptor,
+            config,
+            link,
+            source,
+            multicast,
+            machine,
+            socket,
+            addresses,
+            announcer,
+            status: status_tx,
+            transitions: transitions.clone(),
+            announcing: None,
+            last_drop_log: BTreeMap::new(),
+            link_fault: false,
+            external_fault: false,
+            vip_fault: false,
+            vip_fault_pending: false,
+            vips_stuck: false,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, stop_rx));
+        Ok(Self {
+            commands,
+            status: status_rx,
+            transitions,
+            first_transitions: std::sync::Mutex::new(Some(first_transitions)),
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The current status; `changed()` on the receiver wakes on every change.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Every state change, in order (unlike [`Instance::status`], which may skip a state that
+    /// lasted less than a read). The first call gets them all from the start; later calls get
+    /// those from the call on.
+    pub fn transitions(&self) -> broadcast::Receiver<Transition> {
+        let first = self
+            .first_transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        first.unwrap_or_else(|| self.transitions.subscribe())
+    }
+
+    /// A sender for commands, for tasks that outlive a borrow of the instance.
+    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
+    pub fn command(&self, command: Command) {
+        // Fails only when the task has ended (after shutdown): nothing left to command.
+        let _ = self.commands.send(command);
+    }
+
+    /// Stops the instance: a master resigns with a priority-0 advert and removes its VIPs.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
