@@ -1,6 +1,10 @@
 //! What a client sees of the relay: both directions, half-close, idle timeout, limits,
 //! PROXY protocol headers, IPv6. The relay's own behaviours run twice, once on each way of
 //! moving bytes (`[node] io`): io_uring and epoll.
+//!
+//! Over 600 lines on purpose: each test is one short scenario a client relies on, and they
+//! are kept together so the transport matrix (which behaviour runs on which `io`) reads in
+//! one place.
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! One machine at a time, fed by hand. Elections between several machines are in
 //! `tests/election.rs`.
+//!
+//! Over 600 lines on purpose: one test per rule of RFC 5798 §6 (and keepalived's additions),
+//! each a few lines over the shared helpers at the top; split, the rules would lose their order.
 
 use super::*;
 use proptest::prelude::*;
