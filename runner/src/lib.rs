@@ -177,6 +177,20 @@ mod tests {
         false
     }
 
+    /// A shell that starts a long `sleep` in the background, writes its pid to `pid_file` and
+    /// waits for it: a program whose child would outlive it unless its group is killed.
+    fn forking_script(pid_file: &std::path::Path) -> String {
+        format!("sleep 60 & echo $! > {}; wait", pid_file.display())
+    }
+
+    fn child_pid(pid_file: &std::path::Path) -> i32 {
+        std::fs::read_to_string(pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_program_that_exits_reports_its_status_and_output() {
         let done = run(&argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]), T)
@@ -209,16 +223,12 @@ mod tests {
     async fn at_the_timeout_the_program_and_its_children_are_killed() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("child.pid");
-        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let script = forking_script(&pid_file);
         let err = run(&argv(&["sh", "-c", &script]), Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(matches!(err, RunError::Timeout(_)), "{err:?}");
-        let child: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let child = child_pid(&pid_file);
         assert!(
             gone(child).await,
             "the program's child {child} outlived the timeout"
@@ -229,7 +239,7 @@ mod tests {
     async fn a_run_dropped_midway_kills_the_program_and_its_children() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("child.pid");
-        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let script = forking_script(&pid_file);
         let command = argv(&["sh", "-c", &script]);
         let running = run(&command, Duration::from_secs(60));
         // Stop waiting once the child is known, as a task aborted on reload would.
@@ -248,11 +258,7 @@ mod tests {
         })
         .await;
         outcome.expect("the program never started its child");
-        let child: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let child = child_pid(&pid_file);
         assert!(
             gone(child).await,
             "the program's child {child} outlived the dropped run"
