@@ -4,16 +4,16 @@
 //! ping whose failure puts it in FAULT.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use healthcheck::check::CheckSpec;
 use healthcheck::monitor::{Monitor, Target, TargetId};
 use healthcheck::status::Thresholds;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
-use vrrp::Version;
 use vrrp::instance::{Command, InstanceConfig, Status};
 use vrrp::instances::{ExternalFaults, InstanceError, InstanceSpec, Instances};
+use vrrp::{MachineConfig, Version};
 
 use crate::config::{TrackPool, VrrpConfig, VrrpMode};
 use crate::health::PoolsHealth;
@@ -218,23 +218,40 @@ fn gateway_target(config: &VrrpConfig) -> Option<Target> {
 
 /// The `vrrp` crate's view of one `[[vrrp]]` table: what the election itself depends on.
 fn instance_config(c: &VrrpConfig) -> InstanceConfig {
+    // Without `source`, the interface's own address of the instance's family (that of its
+    // VIPs, or in cloud mode of its peers; validation keeps them to one family).
+    let v6 = c
+        .vips
+        .first()
+        .map(|v| v.addr.is_ipv6())
+        .or(c.peers.first().map(IpAddr::is_ipv6))
+        .unwrap_or(false);
+    let any = if v6 {
+        IpAddr::from(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::from(Ipv4Addr::UNSPECIFIED)
+    };
     InstanceConfig {
         name: c.name.clone(),
         interface: c.interface.clone(),
-        version: if c.version == 2 {
-            Version::V2
-        } else {
-            Version::V3
+        election: MachineConfig {
+            version: if c.version == 2 {
+                Version::V2
+            } else {
+                Version::V3
+            },
+            vrid: c.vrid,
+            priority: c.priority,
+            advert_interval: c.advert_interval,
+            preempt: c.preempt,
+            preempt_delay: c.preempt_delay,
+            // The master's services answer on the VIPs (RFC 5798 §6.1 Accept_Mode).
+            accept_mode: true,
+            primary_address: c.source.unwrap_or(any),
         },
-        vrid: c.vrid,
-        priority: c.priority,
-        advert_interval: c.advert_interval,
-        preempt: c.preempt,
-        preempt_delay: c.preempt_delay,
         vips: c.vips.iter().map(|v| (v.addr, v.prefix)).collect(),
         manage_vips: c.mode == VrrpMode::Vip,
         peers: c.peers.clone(),
-        source: c.source,
         track_interfaces: c.track_interfaces.clone(),
         garp_repeat: c.garp_repeat,
         garp_interval: c.garp_interval,

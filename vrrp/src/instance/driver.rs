@@ -257,7 +257,7 @@ impl Driver {
                 Action::Transition { from, to } => {
                     tracing::info!(
                         instance = %self.config.name,
-                        vrid = self.config.vrid,
+                        vrid = self.config.election.vrid,
                         from = %from,
                         to = %to,
                         priority = self.machine.effective_priority(),
@@ -285,10 +285,10 @@ impl Driver {
 
     fn send_advert(&mut self, priority: u8) {
         let advert = Advert {
-            version: self.config.version,
-            vrid: self.config.vrid,
+            version: self.config.election.version,
+            vrid: self.config.election.vrid,
             priority,
-            interval: self.config.advert_interval,
+            interval: self.config.election.advert_interval,
             addresses: self.config.vips.iter().map(|(ip, _)| *ip).collect(),
         };
         let destinations: Vec<IpAddr> = if self.config.peers.is_empty() {

@@ -22,7 +22,6 @@ use driver::{Driver, Sockets};
 
 use crate::accept::Acceptor;
 use crate::machine::{Machine, MachineConfig, State};
-use crate::packet::Version;
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
 use crate::sys::link::Link;
@@ -34,20 +33,16 @@ pub struct InstanceConfig {
     /// For logs.
     pub name: String,
     pub interface: String,
-    pub version: Version,
-    pub vrid: u8,
-    pub priority: u8,
-    pub advert_interval: Duration,
-    pub preempt: bool,
-    pub preempt_delay: Duration,
+    /// The election. Its `primary_address` is where adverts come from; an unspecified one
+    /// (`0.0.0.0` or `::`) stands for the interface's primary address of that family, looked
+    /// up at start (for IPv6, its link-local address).
+    pub election: MachineConfig,
     /// Addresses and prefix lengths the master holds.
     pub vips: Vec<(IpAddr, u8)>,
     /// Add and remove `vips` (false: cloud mode, the role only drives `/healthz`).
     pub manage_vips: bool,
     /// Unicast peers; empty: multicast.
     pub peers: Vec<IpAddr>,
-    /// Source of adverts; `None`: the interface's primary address.
-    pub source: Option<IpAddr>,
     /// Further links whose loss means FAULT (the instance's own link always counts).
     pub track_interfaces: Vec<String>,
     pub garp_repeat: u32,
@@ -140,13 +135,8 @@ impl Instance {
         let link = Link::by_name(&config.interface)
             .map_err(|e| StartError::Interface(config.interface.clone(), e))?;
         let addresses = Addresses::connect().map_err(io_err("netlink"))?;
-        let v6 = config
-            .vips
-            .first()
-            .map(|(ip, _)| ip.is_ipv6())
-            .or(config.source.map(|s| s.is_ipv6()))
-            .or(config.peers.first().map(IpAddr::is_ipv6))
-            .unwrap_or(false);
+        let wanted = config.election.primary_address;
+        let v6 = wanted.is_ipv6();
         // A VIP still on the link from an earlier run would answer beside the real master, and could
         // even be taken for the advert source below: remove leftovers first.
         if config.manage_vips {
@@ -158,26 +148,21 @@ impl Instance {
             }
         }
 
-        let source = match config.source {
-            Some(s) => s,
-            None => addresses
+        let source = if wanted.is_unspecified() {
+            addresses
                 .primary(link.index, v6)
                 .await
                 .map_err(io_err("reading interface addresses"))?
                 .ok_or_else(|| StartError::NoSource {
                     family: if v6 { "IPv6 link-local" } else { "IPv4" },
                     interface: config.interface.clone(),
-                })?,
+                })?
+        } else {
+            wanted
         };
         let machine = Machine::new(MachineConfig {
-            version: config.version,
-            vrid: config.vrid,
-            priority: config.priority,
-            advert_interval: config.advert_interval,
-            preempt: config.preempt,
-            preempt_delay: config.preempt_delay,
-            accept_mode: true,
             primary_address: source,
+            ..config.election.clone()
         })?;
         let multicast = config.peers.is_empty();
         let socket = match source {
@@ -194,7 +179,7 @@ impl Instance {
         let now = Instant::now();
         let status = Status {
             state: State::Initialize,
-            priority: config.priority,
+            priority: config.election.priority,
             effective_priority: machine.effective_priority(),
             master: None,
             source: Some(source),
@@ -212,8 +197,8 @@ impl Instance {
         let acceptor = Acceptor {
             own: source,
             peers: config.peers.clone(),
-            vrid: config.vrid,
-            version: config.version,
+            vrid: config.election.vrid,
+            version: config.election.version,
         };
         let driver = Driver {
             acceptor,
