@@ -16,13 +16,28 @@ use healthcheck::monitor::Monitor;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::UnknownBackend;
 use crate::config::Config;
 use crate::generation::{self, ServiceGeneration};
 use crate::health::{self, PoolsHealth};
-use crate::node::NodeError;
 use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
+
+/// A listen address of the new config could not be bound: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("service {service}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub service: String,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// An operator named a backend the running config does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend {
+    pub pool: String,
+    pub addr: SocketAddr,
+}
 
 /// What a successful reload changed, for the log line.
 #[derive(Debug, Default)]
@@ -64,7 +79,7 @@ pub struct DataPlane {
 impl DataPlane {
     /// Binds every service of `config` and starts accepting on each of `runtimes` (the data
     /// runtimes, see [`DataThreads::runtimes`]). Must run inside the control runtime.
-    pub fn start(config: Config, runtimes: Vec<tokio::runtime::Handle>) -> Result<Self, NodeError> {
+    pub fn start(config: Config, runtimes: Vec<tokio::runtime::Handle>) -> Result<Self, BindError> {
         let empty = Config {
             node: config.node.clone(),
             services: Vec::new(),
@@ -154,7 +169,7 @@ impl DataPlane {
     }
 
     /// Makes `config` the running configuration, or changes nothing and says why.
-    pub fn apply(&mut self, config: Config) -> Result<ReloadSummary, NodeError> {
+    pub fn apply(&mut self, config: Config) -> Result<ReloadSummary, BindError> {
         if config.node.threads != self.config.node.threads {
             tracing::warn!(
                 running = self.config.node.threads,
@@ -180,7 +195,7 @@ impl DataPlane {
             let c = &service.config;
             if !self.listeners.contains_key(&c.listen) {
                 let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.runtimes)
-                    .map_err(|source| NodeError::Bind {
+                    .map_err(|source| BindError {
                         service: c.name.clone(),
                         addr: c.listen,
                         source,

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use hyper::StatusCode;
 use tokio::sync::oneshot;
 
+use crate::data_plane::UnknownBackend;
+
 /// What the main loop does for the API.
 #[derive(Debug)]
 pub enum AdminCommand {
@@ -76,13 +78,6 @@ pub enum Swapped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendSet {
     pub drained: bool,
-}
-
-/// The pool does not exist, or has no such backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownBackend {
-    pub pool: String,
-    pub addr: SocketAddr,
 }
 
 /// Any command's answer, as the API turns it into a response.

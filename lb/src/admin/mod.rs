@@ -38,9 +38,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use vrrp::instance::Status;
 
+pub use crate::data_plane::UnknownBackend;
 pub use client::{AdminClient, ClientError};
-pub use command::{AdminCommand, BackendSet, ReloadRejected, Reloaded, Swapped, UnknownBackend};
-pub use server::AdminServer;
+pub use command::{AdminCommand, BackendSet, ReloadRejected, Reloaded, Swapped};
+pub use server::{AdminBindError, AdminServer};
 
 use command::Answer;
 

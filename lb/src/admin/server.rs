@@ -6,7 +6,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::AdminContext;
-use crate::node::NodeError;
+
+/// The admin address could not be bound (or its thread started).
+#[derive(Debug, thiserror::Error)]
+#[error("admin API: cannot listen on {addr}: {source}")]
+pub struct AdminBindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// The admin listener, if one is configured. It runs on a thread and runtime of its own, so a
 /// health check is never queued behind the data plane's tasks: a busy node still answers its
@@ -22,10 +30,10 @@ impl AdminServer {
     pub async fn start(
         addr: Option<SocketAddr>,
         context: Arc<AdminContext>,
-    ) -> Result<Self, NodeError> {
+    ) -> Result<Self, AdminBindError> {
         let stop = CancellationToken::new();
         if let Some(addr) = addr {
-            let bind_error = |source| NodeError::AdminBind { addr, source };
+            let bind_error = |source| AdminBindError { addr, source };
             let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
             listener.set_nonblocking(true).map_err(bind_error)?;
             let runtime = tokio::runtime::Builder::new_current_thread()

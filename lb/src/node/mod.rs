@@ -12,16 +12,15 @@
 mod commands;
 mod reload;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
+use crate::admin::{AdminBindError, AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
 use crate::config::{Config, ConfigErrors};
-use crate::data_plane::DataPlane;
+use crate::data_plane::{BindError, DataPlane};
 use crate::data_threads::{DataThreads, DataThreadsError};
 use crate::failover::Failover;
 use crate::sd_notify;
@@ -31,23 +30,16 @@ use crate::sd_notify;
 pub enum NodeError {
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigErrors),
-    #[error("service {service}: cannot listen on {addr}: {source}")]
-    Bind {
-        service: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Failover(#[from] vrrp::instances::InstanceError),
     #[error("{0}")]
     AdminToken(std::io::Error),
     #[error(transparent)]
     DataThreads(#[from] DataThreadsError),
-    #[error("admin API: cannot listen on {addr}: {source}")]
-    AdminBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AdminBind(#[from] AdminBindError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
 }
