@@ -2,7 +2,7 @@
 //!
 //! - [`status`] is the pure core: rise/fall counting over probe results, with the time passed in
 //!   (no I/O, no clock), so every threshold rule is tested exactly.
-//! - [`check`] holds the checkers (tcp, http, command, process). One probe is one async call,
+//! - [`check`] holds the checkers (tcp, http, command, process, icmp). One probe is one async call,
 //!   bounded by a timeout, that answers `Ok(())` or a [`CheckError`] whose text is short enough to
 //!   show an operator as "last error".
 //! - [`monitor`] runs one task per target: probes on an interval with start-up jitter (so a

@@ -78,7 +78,7 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Binds every service of `config` and starts accepting on each of `runtimes` (the data
-    /// runtimes, see [`DataThreads::runtimes`]). Must run inside the control runtime.
+    /// runtimes, see [`crate::data_threads::DataThreads::runtimes`]). Must run inside the control runtime.
     pub fn start(config: Config, runtimes: Vec<tokio::runtime::Handle>) -> Result<Self, BindError> {
         let empty = Config {
             node: config.node.clone(),
@@ -184,14 +184,14 @@ impl DataPlane {
                 "node.io changes take effect at the next restart"
             );
         }
-        let generation = generation::build(&config, &self.registry, &self.monitor);
+        let services = generation::build(&config, &self.registry, &self.monitor);
 
         // Phase 1: bind what is new. Nothing running is touched, so a failure here simply
         // drops the new sockets. A kept address keeps its socket whatever else changed: closing
         // a listening socket resets the clients in its queue. (IP_FREEBIND only matters at
         // bind time, and the backlog is changed in place below.)
         let mut fresh = Vec::new();
-        for service in &generation {
+        for service in &services {
             let c = &service.config;
             if !self.listeners.contains_key(&c.listen) {
                 let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.runtimes)
@@ -213,7 +213,7 @@ impl DataPlane {
             ..ReloadSummary::default()
         };
         let by_addr: HashMap<SocketAddr, &Arc<ServiceGeneration>> =
-            generation.iter().map(|s| (s.config.listen, s)).collect();
+            services.iter().map(|s| (s.config.listen, s)).collect();
         let old_names: HashMap<SocketAddr, String> = self
             .listeners
             .iter()

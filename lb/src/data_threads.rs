@@ -148,7 +148,7 @@ impl DataThreads {
             let stop = threads.stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tandem-data-{index}"))
-                .spawn(move || run_worker(index, io, stop, ready))
+                .spawn(move || run_data_thread(index, io, stop, ready))
                 .map_err(|source| DataThreadsError::Thread { index, source });
             match spawned {
                 Ok(thread) => threads.joins.push(thread),
@@ -214,7 +214,12 @@ impl Drop for DataThreads {
 
 type Started = Result<(Handle, ThreadIo), DataThreadsError>;
 
-fn run_worker(index: usize, io: IoMode, stop: CancellationToken, ready: mpsc::Sender<Started>) {
+fn run_data_thread(
+    index: usize,
+    io: IoMode,
+    stop: CancellationToken,
+    ready: mpsc::Sender<Started>,
+) {
     let runtime = match runtime_for_one_thread() {
         Ok(runtime) => runtime,
         Err(source) => {

@@ -9,10 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use healthcheck::check::CheckSpec;
 use healthcheck::monitor::{Monitor, Target, TargetId};
 use healthcheck::status::Thresholds;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use vrrp::instance::{Command, InstanceConfig, Status};
-use vrrp::instances::{ExternalFaults, InstanceError, InstanceSpec, Instances};
+use vrrp::instance::{InstanceConfig, Status};
+use vrrp::instances::{Inputs, InstanceError, InstanceInputs, InstanceSpec, Instances};
 use vrrp::{MachineConfig, Version};
 
 use crate::config::{TrackPool, VrrpConfig, VrrpMode};
@@ -21,15 +21,12 @@ use crate::health::PoolsHealth;
 /// The running instances and what Tandem adds to them.
 pub struct Failover {
     instances: Instances,
-    /// The configured instances (running or not): sync groups are read from here.
-    configs: Vec<VrrpConfig>,
     pools: watch::Receiver<PoolsHealth>,
     /// Pings of each instance's `track_gateway`.
     gateways: Monitor,
-    /// Passes gateway transitions on to the instances' external-fault channels.
-    gateway_faults: Option<Tasks>,
-    /// Pool tracking, one task per instance that tracks pools; replaced on every reload.
-    tracking: Tasks,
+    /// What feeds the instances' inputs: the gateway forwarder and the pool trackers.
+    /// Replaced on every reload.
+    feeders: Tasks,
 }
 
 /// Tasks that end when this is dropped.
@@ -50,41 +47,33 @@ impl Failover {
         pools: watch::Receiver<PoolsHealth>,
     ) -> Result<Self, InstanceError> {
         let gateways = Monitor::new();
-        let (gateway_faults, external) = watch_gateways(configs, &gateways);
-        let instances = Instances::start(&specs(configs), external).await?;
-        let mut failover = Self {
+        let (feeders, inputs) = inputs(configs, &gateways, &pools);
+        let instances = Instances::start(&specs(configs), inputs).await?;
+        Ok(Self {
             instances,
-            configs: configs.to_vec(),
             pools,
             gateways,
-            gateway_faults,
-            tracking: Tasks(Vec::new()),
-        };
-        failover.track();
-        Ok(failover)
+            feeders,
+        })
     }
 
     /// Applies a reloaded config: see [`Instances::apply`]; tracking and gateways are
     /// refreshed for every instance. Returns the instances that failed to start.
     pub async fn apply(&mut self, configs: &[VrrpConfig]) -> Vec<InstanceError> {
-        self.configs = configs.to_vec();
-        // Dropping the old forwarder closes the old channels; the new set gets new ones.
-        let (gateway_faults, external) = watch_gateways(configs, &self.gateways);
-        self.gateway_faults = gateway_faults;
-        let errors = self.instances.apply(&specs(configs), external).await;
-        self.track();
-        errors
+        let (feeders, inputs) = inputs(configs, &self.gateways, &self.pools);
+        // Dropping the old feeders closes the old channels; the instances follow the new ones.
+        self.feeders = feeders;
+        self.instances.apply(&specs(configs), inputs).await
     }
 
     /// Every instance resigns (priority-0 advert, VIPs removed) and its `stop` script runs.
     pub async fn shutdown(&mut self) {
-        self.tracking = Tasks(Vec::new());
-        self.gateway_faults = None;
+        self.feeders = Tasks(Vec::new());
         self.instances.shutdown().await;
     }
 
     /// Each instance's status channel, by name.
-    pub fn statuses(&self) -> BTreeMap<String, watch::Receiver<Status>> {
+    pub fn instance_statuses(&self) -> BTreeMap<String, watch::Receiver<Status>> {
         self.instances.statuses()
     }
 
@@ -92,48 +81,53 @@ impl Failover {
     pub fn relinquish(&self) {
         self.instances.relinquish();
     }
+}
 
-    /// (Re)starts pool tracking for every running instance.
-    fn track(&mut self) {
-        let mut tasks = Vec::new();
-        for (name, commands) in self.instances.commands() {
-            let Some(config) = self.configs.iter().find(|c| c.name == name) else {
-                continue;
-            };
-            let track = self.tracked_pools(config);
-            if track.is_empty() {
-                // A reload may have removed the last track: lift any penalty still in force.
-                let _ = commands.send(Command::PriorityDelta(0));
-            } else {
-                tasks.push(tokio::spawn(track_pools(
-                    track,
-                    self.pools.clone(),
-                    commands,
-                )));
-            }
-        }
-        // Dropping the old tasks aborts them.
-        self.tracking = Tasks(tasks);
+/// What Tandem feeds each instance of `configs`: the priority delta of the pools it tracks,
+/// and whether its gateway is down; with the tasks that keep them current.
+fn inputs(
+    configs: &[VrrpConfig],
+    gateways: &Monitor,
+    pools: &watch::Receiver<PoolsHealth>,
+) -> (Tasks, InstanceInputs) {
+    let (mut tasks, faults) = watch_gateways(configs, gateways);
+    let mut inputs = InstanceInputs::new();
+    for config in configs {
+        let track = tracked_pools(config, configs);
+        let priority_delta = if track.is_empty() {
+            None
+        } else {
+            let (task, delta) = track_pools(track, pools.clone());
+            tasks.push(task);
+            Some(delta)
+        };
+        inputs.insert(
+            config.name.clone(),
+            Inputs {
+                fault: faults.get(&config.name).cloned(),
+                priority_delta,
+            },
+        );
     }
+    (Tasks(tasks), inputs)
+}
 
-    /// The pools `config` follows: in a sync group every member follows the tracking of all,
-    /// so they move together.
-    fn tracked_pools(&self, config: &VrrpConfig) -> Vec<TrackPool> {
-        match &config.sync_group {
-            None => config.track.clone(),
-            Some(group) => self
-                .configs
-                .iter()
-                .filter(|c| c.sync_group.as_ref() == Some(group))
-                .flat_map(|c| c.track.iter().cloned())
-                .fold(Vec::new(), |mut all, t| {
-                    // A pool tracked by several members counts once.
-                    if !all.contains(&t) {
-                        all.push(t);
-                    }
-                    all
-                }),
-        }
+/// The pools `config` follows: in a sync group every member follows the tracking of all, so
+/// they move together.
+fn tracked_pools(config: &VrrpConfig, configs: &[VrrpConfig]) -> Vec<TrackPool> {
+    match &config.sync_group {
+        None => config.track.clone(),
+        Some(group) => configs
+            .iter()
+            .filter(|c| c.sync_group.as_ref() == Some(group))
+            .flat_map(|c| c.track.iter().cloned())
+            .fold(Vec::new(), |mut all, t| {
+                // A pool tracked by several members counts once.
+                if !all.contains(&t) {
+                    all.push(t);
+                }
+                all
+            }),
     }
 }
 
@@ -148,16 +142,19 @@ fn specs(configs: &[VrrpConfig]) -> Vec<InstanceSpec> {
         .collect()
 }
 
-/// Pings every `track_gateway` of `configs` and returns an external-fault channel per
-/// instance that has one (true while its gateway is down), with the task that feeds them from
-/// the pings' transitions.
-fn watch_gateways(configs: &[VrrpConfig], gateways: &Monitor) -> (Option<Tasks>, ExternalFaults) {
+/// Pings every `track_gateway` of `configs` and returns a fault channel per instance that has
+/// one (true while its gateway is down), with the task that feeds them from the pings'
+/// transitions.
+fn watch_gateways(
+    configs: &[VrrpConfig],
+    gateways: &Monitor,
+) -> (Vec<JoinHandle<()>>, BTreeMap<String, watch::Receiver<bool>>) {
     gateways.set_targets(configs.iter().filter_map(gateway_target).collect());
     // Subscribed before the current states are read, so no transition falls in between.
     let mut events = gateways.subscribe();
     let down = |id: &TargetId| gateways.status(id).is_some_and(|s| !s.up);
     let mut senders: BTreeMap<TargetId, watch::Sender<bool>> = BTreeMap::new();
-    let mut faults = ExternalFaults::new();
+    let mut faults = BTreeMap::new();
     for config in configs.iter().filter(|c| c.track_gateway.is_some()) {
         let id = gateway_id(config);
         let (tx, rx) = watch::channel(down(&id));
@@ -165,7 +162,7 @@ fn watch_gateways(configs: &[VrrpConfig], gateways: &Monitor) -> (Option<Tasks>,
         faults.insert(config.name.clone(), rx);
     }
     if senders.is_empty() {
-        return (None, faults);
+        return (Vec::new(), faults);
     }
     let monitor = gateways.clone();
     let task = tokio::spawn(async move {
@@ -185,7 +182,7 @@ fn watch_gateways(configs: &[VrrpConfig], gateways: &Monitor) -> (Option<Tasks>,
             }
         }
     });
-    (Some(Tasks(vec![task])), faults)
+    (vec![task], faults)
 }
 
 fn gateway_id(config: &VrrpConfig) -> TargetId {
@@ -269,24 +266,20 @@ pub fn track_delta(track: &[TrackPool], health: &PoolsHealth) -> i32 {
         .sum()
 }
 
-async fn track_pools(
+/// The priority delta of `track` (see [`track_delta`]), kept current by the returned task as
+/// pool health changes.
+fn track_pools(
     track: Vec<TrackPool>,
     mut pools: watch::Receiver<PoolsHealth>,
-    commands: mpsc::UnboundedSender<Command>,
-) {
-    let mut last = None;
-    loop {
-        let delta = track_delta(&track, &pools.borrow_and_update());
-        if last != Some(delta) {
-            last = Some(delta);
-            if commands.send(Command::PriorityDelta(delta)).is_err() {
-                return;
-            }
+) -> (JoinHandle<()>, watch::Receiver<i32>) {
+    let (tx, rx) = watch::channel(track_delta(&track, &pools.borrow_and_update()));
+    let task = tokio::spawn(async move {
+        while pools.changed().await.is_ok() {
+            let delta = track_delta(&track, &pools.borrow_and_update());
+            tx.send_if_modified(|last| std::mem::replace(last, delta) != delta);
         }
-        if pools.changed().await.is_err() {
-            return;
-        }
-    }
+    });
+    (task, rx)
 }
 
 #[cfg(test)]

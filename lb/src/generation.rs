@@ -23,7 +23,7 @@ pub struct ServiceGeneration {
     pub monitor: Monitor,
 }
 
-/// Builds the runtime of every service of `config`, in config order. Each service gets its own
+/// Builds the generation of every service of `config`, in config order. Each service gets its own
 /// balancer (two services may share a pool with different algorithms); backend state is shared
 /// through the registry.
 pub fn build(

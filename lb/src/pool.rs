@@ -1,7 +1,7 @@
 //! Runtime state of backend pools: what the balancer reads and what the data plane counts.
 //!
 //! A [`Pool`] is immutable once built (from one config generation) and shared through the
-//! snapshot. The mutable part of each backend — counters, up/drained flags — lives in a
+//! generation. The mutable part of each backend — counters, up/drained flags — lives in a
 //! [`BackendState`] that the [`crate::registry::Registry`] hands out by (pool, address), so a
 //! reload that keeps a backend keeps its counters and health.
 

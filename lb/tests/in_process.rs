@@ -1,5 +1,5 @@
 //! A whole node driven inside the test's process through [`lb::node::serve`]: the reload and
-//! stop triggers are a channel here instead of signals, so a test can reload and stop a node
+//! stop triggers are pulled by the test here instead of by signals, so a test can reload and stop a node
 //! without a process or a signal to aim. The end-to-end tests in `tests/` still drive the real
 //! binary; these check the main loop itself.
 
@@ -7,10 +7,9 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
 use std::time::Duration;
 
-use lb::node::{self, Trigger};
+use lb::node::{self, Triggers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 /// Far above any healthy figure: only a stuck node takes this long.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -85,7 +84,7 @@ fn a_node_in_process_serves_reloads_on_its_trigger_and_stops() {
         let (first, second) = (free_port(), free_port());
         write_config(&path, &config_text("first", first, backend));
         let config = lb::config::load(&path).unwrap();
-        let (triggers, rx) = mpsc::channel(4);
+        let triggers = Triggers::new();
         // The node's future stays on this thread (it holds the thread's ring), so the test
         // runs beside it rather than spawning it.
         let drive = async {
@@ -94,7 +93,7 @@ fn a_node_in_process_serves_reloads_on_its_trigger_and_stops() {
             // A reload moves the service to another port: the new one serves, the old one is
             // closed.
             write_config(&path, &config_text("second", second, backend));
-            triggers.send(Trigger::Reload).await.unwrap();
+            triggers.reload();
             until_echoes(second).await;
             let deadline = tokio::time::Instant::now() + PATIENCE;
             while TcpStream::connect(("127.0.0.1", first)).await.is_ok() {
@@ -104,10 +103,10 @@ fn a_node_in_process_serves_reloads_on_its_trigger_and_stops() {
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            triggers.send(Trigger::Stop("the test")).await.unwrap();
+            triggers.stop("the test");
         };
         let (served, ()) = tokio::time::timeout(PATIENCE * 3, async {
-            tokio::join!(node::serve(config, &path, rx), drive)
+            tokio::join!(node::serve(config, &path, triggers.clone()), drive)
         })
         .await
         .expect("the node did not stop on its trigger");

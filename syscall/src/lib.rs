@@ -2,7 +2,7 @@
 //!
 //! Everything here shares memory or descriptors with the kernel in ways the compiler cannot
 //! check, so it lives in one place, behind safe functions whose contracts the rest of Tandem
-//! (`lb`, `vrrp`, `healthcheck`, which all forbid unsafe code) relies on. Each `unsafe` block
+//! (`lb`, `vrrp`, `healthcheck`, `runner`, which all forbid unsafe code) relies on. Each `unsafe` block
 //! says why it holds in a `// SAFETY:` line.
 //!
 //! - [`uring`]: one io_uring per data thread, its provided receive buffers, sockets whose

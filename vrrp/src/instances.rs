@@ -3,7 +3,8 @@
 //!
 //! A keepalived-like daemon is this plus a thin binary. Tandem's own additions (pool tracking
 //! that lowers a priority, a gateway ping that puts an instance in FAULT) stay in the daemon,
-//! which feeds them in through [`Instances::commands`] and the external-fault channels.
+//! which feeds them in as [`Inputs`]: watch channels the set follows from the moment each
+//! instance starts.
 //!
 //! - **Reload by difference**: an instance whose election and link settings are unchanged
 //!   keeps running, so its role and VIPs stay put; only its notify scripts are refreshed.
@@ -40,9 +41,19 @@ impl InstanceSpec {
     }
 }
 
-/// Fault sources outside the election, by instance name: `true` while the source says the
-/// node must not serve (a gateway it cannot reach, say). Instances not named have none.
-pub type ExternalFaults = BTreeMap<String, watch::Receiver<bool>>;
+/// What the embedder feeds one instance from outside the election.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// `true` while a source outside the election says the node must not serve (a gateway it
+    /// cannot reach, say): the instance goes to FAULT, and so does its sync group.
+    pub fault: Option<watch::Receiver<bool>>,
+    /// The priority delta in force (tracking, as keepalived's `track_script` weights); none:
+    /// zero.
+    pub priority_delta: Option<watch::Receiver<i32>>,
+}
+
+/// [`Inputs`] by instance name; instances not named have none.
+pub type InstanceInputs = BTreeMap<String, Inputs>;
 
 /// An instance that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +75,8 @@ pub struct Instances {
 struct Running {
     spec: InstanceSpec,
     instance: Instance,
+    /// Passes the priority delta input on to the instance; replaced on every reload.
+    priority: Option<JoinHandle<()>>,
     /// Runs the notify scripts, one transition after another. Kept across reloads that leave
     /// `notify` unchanged, and allowed to finish at stop: aborting it would kill a script
     /// halfway (say, a `master` script setting up routes).
@@ -74,14 +87,20 @@ impl Instances {
     /// Starts every instance of `specs`; the first that cannot start stops the others.
     pub async fn start(
         specs: &[InstanceSpec],
-        external: ExternalFaults,
+        mut inputs: InstanceInputs,
     ) -> Result<Self, InstanceError> {
         let mut instances = Self {
             running: BTreeMap::new(),
             faults: None,
         };
+        let mut faults = BTreeMap::new();
         for spec in specs {
-            match start_one(spec).await {
+            let Inputs {
+                fault,
+                priority_delta,
+            } = inputs.remove(spec.name()).unwrap_or_default();
+            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
+            match start_one(spec, priority_delta).await {
                 Ok(running) => {
                     instances.running.insert(spec.name().to_owned(), running);
                 }
@@ -91,7 +110,7 @@ impl Instances {
                 }
             }
         }
-        instances.watch_faults(external);
+        instances.watch_faults(faults);
         Ok(instances)
     }
 
@@ -100,13 +119,23 @@ impl Instances {
     pub async fn apply(
         &mut self,
         specs: &[InstanceSpec],
-        external: ExternalFaults,
+        mut inputs: InstanceInputs,
     ) -> Vec<InstanceError> {
         let mut errors = Vec::new();
+        let mut faults = BTreeMap::new();
         let mut old = std::mem::take(&mut self.running);
         for spec in specs {
+            let Inputs {
+                fault,
+                priority_delta,
+            } = inputs.remove(spec.name()).unwrap_or_default();
+            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
             match old.remove(spec.name()) {
                 Some(mut running) if running.spec.config == spec.config => {
+                    if let Some(task) = running.priority.take() {
+                        task.abort();
+                    }
+                    running.priority = follow_priority(&running.instance, priority_delta);
                     if running.spec.notify != spec.notify {
                         // New scripts: the role is unchanged, so the new task hears only
                         // changes from now on.
@@ -125,7 +154,7 @@ impl Instances {
                         tracing::info!(instance = %spec.name(), "vrrp settings changed: restarting the instance");
                         stop(previous).await;
                     }
-                    match start_one(spec).await {
+                    match start_one(spec, priority_delta).await {
                         Ok(running) => {
                             self.running.insert(spec.name().to_owned(), running);
                         }
@@ -137,7 +166,7 @@ impl Instances {
         for (_, removed) in old {
             stop(removed).await;
         }
-        self.watch_faults(external);
+        self.watch_faults(faults);
         errors
     }
 
@@ -159,14 +188,6 @@ impl Instances {
             .collect()
     }
 
-    /// A command sender for each instance, by name, for what the embedder adds (tracking).
-    pub fn commands(&self) -> BTreeMap<String, mpsc::UnboundedSender<Command>> {
-        self.running
-            .iter()
-            .map(|(name, r)| (name.clone(), r.instance.commands()))
-            .collect()
-    }
-
     /// Asks every master to hand its role to a peer (an operator's swap).
     pub fn relinquish(&self) {
         for running in self.running.values() {
@@ -175,7 +196,7 @@ impl Instances {
     }
 
     /// (Re)starts the task that combines fault sources, for the instances now running.
-    fn watch_faults(&mut self, mut external: ExternalFaults) {
+    fn watch_faults(&mut self, mut external: BTreeMap<String, watch::Receiver<bool>>) {
         if let Some(task) = self.faults.take() {
             task.abort();
         }
@@ -190,6 +211,7 @@ impl Instances {
                 external_open: true,
                 status_open: true,
                 commands: r.instance.commands(),
+                link_seen: false,
                 sent: None,
             })
             .collect();
@@ -208,13 +230,19 @@ impl Instances {
     }
 }
 
-async fn start_one(spec: &InstanceSpec) -> Result<Running, InstanceError> {
+async fn start_one(
+    spec: &InstanceSpec,
+    priority_delta: Option<watch::Receiver<i32>>,
+) -> Result<Running, InstanceError> {
     let instance = Instance::start(spec.config.clone())
         .await
         .map_err(|source| InstanceError {
             name: spec.name().to_owned(),
             source,
         })?;
+    // Followed from the start: a tracked instance must not run unpenalised while the rest of
+    // a start or reload goes on.
+    let priority = follow_priority(&instance, priority_delta);
     // The first subscriber hears every transition since the start (INIT -> BACKUP too).
     let notify = notify::spawn(
         spec.name().to_owned(),
@@ -224,16 +252,45 @@ async fn start_one(spec: &InstanceSpec) -> Result<Running, InstanceError> {
     Ok(Running {
         spec: spec.clone(),
         instance,
+        priority,
         notify,
     })
+}
+
+/// Sends `instance` every value of `delta` from now on, or, without one, a zero delta once
+/// (lifting a penalty a reload may have left in force).
+fn follow_priority(
+    instance: &Instance,
+    delta: Option<watch::Receiver<i32>>,
+) -> Option<JoinHandle<()>> {
+    let Some(mut delta) = delta else {
+        instance.command(Command::PriorityDelta(0));
+        return None;
+    };
+    let commands = instance.commands();
+    Some(tokio::spawn(async move {
+        loop {
+            let now = *delta.borrow_and_update();
+            if commands.send(Command::PriorityDelta(now)).is_err() {
+                return;
+            }
+            if delta.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 async fn stop(running: Running) {
     let Running {
         spec,
         instance,
+        priority,
         mut notify,
     } = running;
+    if let Some(task) = priority {
+        task.abort();
+    }
     instance.shutdown().await;
     // The instance is gone, so its transitions channel is closed: the notify task runs what is
     // still queued (bounded by each script's timeout) and ends.
@@ -257,6 +314,8 @@ struct Member {
     external_open: bool,
     status_open: bool,
     commands: mpsc::UnboundedSender<Command>,
+    /// Its link fault as the last combination saw it.
+    link_seen: bool,
     /// The external-fault flag last sent.
     sent: Option<bool>,
 }
@@ -276,11 +335,14 @@ impl Member {
 /// start, then after every change of any member's status or external source.
 async fn combine_faults(mut members: Vec<Member>) {
     loop {
+        for member in members.iter_mut() {
+            member.link_seen = member.link_fault();
+        }
         let external: Vec<bool> = members.iter().map(Member::external_fault).collect();
         let own: Vec<bool> = members
             .iter()
             .zip(&external)
-            .map(|(m, &ext)| ext || m.link_fault())
+            .map(|(m, &ext)| ext || m.link_seen)
             .collect();
         for i in 0..members.len() {
             let external_down = external[i];
@@ -306,15 +368,19 @@ async fn combine_faults(mut members: Vec<Member>) {
     }
 }
 
-/// Waits for any member's status or external source to change. False when none can any more.
+/// Waits for any member's link fault or external source to change. False when none can any
+/// more.
 async fn next_change(members: &mut [Member]) -> bool {
     type Change<'a> = Pin<Box<dyn Future<Output = (usize, bool, bool)> + Send + 'a>>;
     let mut changes: Vec<Change<'_>> = Vec::new();
     for (i, member) in members.iter_mut().enumerate() {
         if member.status_open {
+            // Only its link fault counts here; the status also changes with every advert.
+            let seen = member.link_seen;
             let status = &mut member.status;
             changes.push(Box::pin(async move {
-                (i, false, status.changed().await.is_ok())
+                let open = status.wait_for(|s| s.link_fault != seen).await.is_ok();
+                (i, false, open)
             }));
         }
         if let Some(external) = member.external.as_mut().filter(|_| member.external_open) {

@@ -15,12 +15,16 @@
 //!   [`Machine::handle`] takes `now` and an [`Input`] and returns [`Action`]s;
 //!   [`Machine::next_timeout`] says when to call it again. No sockets, no clock reads, so
 //!   elections, preemption and split brain are tested in memory on a fake clock.
-//! - The shell: `sys` (raw sockets, netlink, ARP / NA: the only code that talks to the kernel)
-//!   and `instance` (the tokio task that sleeps until `next_timeout`, feeds received adverts in
-//!   and carries out the actions). The pure modules never depend on them.
+//! - [`accept`] (pure): which received messages count as adverts for an instance (TTL, the
+//!   codec's checks, our own source, the unicast peer allow-list, vrid, version).
+//! - The shell: `sys` (raw sockets, netlink, ARP / NA: the only code that talks to the kernel),
+//!   `instance` (the tokio task that sleeps until `next_timeout`, feeds accepted adverts in and
+//!   carries out the actions), `instances` (a node's set of instances as keepalived runs them:
+//!   reload by difference, sync groups, stop order) and `notify` (scripts on role changes).
+//!   The pure modules never depend on them.
 //!
 //! Use [`packet`] alone to inspect or craft adverts; use [`machine`] with your own I/O to run
-//! an election; use `instance` to run one on a real interface.
+//! an election; use `instance` to run one on a real interface, `instances` to run a node's.
 //!
 //! `unsafe` is forbidden: the raw calls it would need are the `syscall` crate's.
 #![forbid(unsafe_code)]

@@ -63,16 +63,27 @@ pub(crate) fn spawn(
     })
 }
 
-/// Runs one notify program and logs how it ended.
+/// Runs one notify program and logs how it ended (its output at debug level).
 pub(crate) async fn run(instance: &str, state: &str, argv: &[String], timeout: Duration) {
     let program = argv.first().map_or("", String::as_str);
-    match runner::run(argv, timeout).await {
-        Ok(done) if done.status.success() => {
-            tracing::info!(instance, state, program, "notify script succeeded");
-        }
+    let failure = match runner::run(argv, timeout).await {
         Ok(done) => {
-            tracing::warn!(instance, state, program, status = %done.status, "notify script failed");
+            tracing::debug!(
+                instance,
+                state,
+                program,
+                status = %done.status,
+                stdout = %String::from_utf8_lossy(&done.stdout),
+                stderr = %String::from_utf8_lossy(&done.stderr),
+                "notify script finished"
+            );
+            if done.status.success() {
+                tracing::info!(instance, state, program, "notify script succeeded");
+                return;
+            }
+            format!("command failed: {}", done.status)
         }
-        Err(e) => tracing::warn!(instance, state, program, error = %e, "notify script failed"),
-    }
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(instance, state, program, error = %failure, "notify script failed");
 }

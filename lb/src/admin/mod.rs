@@ -4,7 +4,7 @@
 //! holds; `/status` is a [`contract::Status`], the type clients read it back into. Mutations
 //! (`/swap`, drain/enable, `/reload`) need the bearer token and are carried out by the daemon's
 //! main loop, which owns the running state, through [`AdminCommand`]s whose typed answers
-//! become responses in one place ([`command`]). Every request gets an answer with a status
+//! become responses in one place (`command`). Every request gets an answer with a status
 //! code that says what went wrong: malformed or oversized input is a 4xx, never a panic and
 //! never a 500.
 //!
@@ -75,7 +75,7 @@ pub struct AdminContext {
     pub registry: Arc<Registry>,
     pub monitor: Monitor,
     pub pools: watch::Receiver<PoolsHealth>,
-    pub instances: watch::Receiver<InstanceStatuses>,
+    pub instance_statuses: watch::Receiver<InstanceStatuses>,
     /// The bearer token for mutations; `None`: mutations are refused (403).
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,

@@ -21,7 +21,7 @@ pub(super) fn healthz(context: &AdminContext) -> Verdict {
         return Verdict::Stopping;
     }
     let config = context.config.borrow().clone();
-    let statuses = context.instances.borrow().clone();
+    let statuses = context.instance_statuses.borrow().clone();
     let states: Vec<_> = config
         .vrrp
         .iter()
@@ -46,7 +46,7 @@ pub(super) fn status_json(context: &AdminContext) -> String {
 /// The `/status` document, read from the shared state.
 pub(super) fn status(context: &AdminContext) -> contract::Status {
     let config = context.config.borrow().clone();
-    let statuses = context.instances.borrow().clone();
+    let statuses = context.instance_statuses.borrow().clone();
     let now = Instant::now();
     let vrrp = config
         .vrrp
@@ -212,7 +212,7 @@ fn gauge_value(v: u64) -> i64 {
 
 pub(super) fn metrics(context: &AdminContext) -> String {
     let config = context.config.borrow().clone();
-    let statuses = context.instances.borrow().clone();
+    let statuses = context.instance_statuses.borrow().clone();
     let mut r = Registry::with_prefix("tandem");
 
     let connections = counters(&mut r, "service_connections", "Client connections accepted");

@@ -23,7 +23,7 @@ const DEFAULT_HEALTHZ_PATH: &str = "/healthz";
 pub struct NodeConfig {
     /// Identifies this node in logs and metrics. Default "tandem".
     pub name: String,
-    /// Worker threads, 1..=1024. Default: the available parallelism.
+    /// Data threads, 1..=1024. Default: the available parallelism.
     pub threads: usize,
     /// How the relay moves bytes. Default `auto`.
     pub io: IoMode,

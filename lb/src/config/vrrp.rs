@@ -101,7 +101,7 @@ pub struct TrackPool {
 }
 
 /// Programs run on role changes: the `vrrp` crate runs them.
-pub use vrrp::notify::Notify;
+pub use ::vrrp::notify::Notify;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,7 +272,18 @@ impl Validator<'_> {
             );
             self.error(r.vips[255].span(), message);
         }
-        let source = r.source.as_ref().and_then(|s| self.ip("source", s));
+        let source = r.source.as_ref().and_then(|s| {
+            let ip = self.ip("source", s)?;
+            if ip.is_unspecified() {
+                let message = format!(
+                    "source {ip} is no address to send adverts from; leave `source` out for the \
+                     interface's own"
+                );
+                self.error(s.span(), message);
+                return None;
+            }
+            Some(ip)
+        });
 
         // One family per instance (RFC 5798 §5.2.9: one address family per advert).
         let family_v6 = vips

@@ -13,7 +13,7 @@ impl Node {
             AdminCommand::Swap(reply) => {
                 let masters = self
                     .failover
-                    .statuses()
+                    .instance_statuses()
                     .values()
                     .filter(|r| r.borrow().state == vrrp::State::Master)
                     .count();

@@ -1,8 +1,8 @@
 //! The running node: start-up, the main loop, reload and stop.
 //!
-//! [`run`] is what `tandem run` does: it turns SIGHUP, SIGTERM and SIGINT into [`Trigger`]s
-//! and hands them to [`serve`], the main loop. Tests call [`serve`] with a channel of their
-//! own to drive a whole node inside their process.
+//! [`run`] is what `tandem run` does: SIGHUP, SIGTERM and SIGINT pull its [`Triggers`], and
+//! [`serve`], the main loop, follows them. Tests call [`serve`] with triggers of their own to
+//! drive a whole node inside their process.
 //!
 //! The main loop owns everything a reload or an admin mutation changes: the data plane
 //! ([`DataPlane`]), the failover instances, the admin server and the token. Other tasks
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::admin::{AdminBindError, AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
 use crate::config::{Config, ConfigErrors};
@@ -44,13 +44,30 @@ pub enum NodeError {
     Signals(std::io::Error),
 }
 
-/// What makes the main loop reload or stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Re-read the config file and apply it (SIGHUP).
-    Reload,
-    /// Stop accepting, drain and return. The name says what asked, for the log.
-    Stop(&'static str),
+/// What makes the main loop reload or stop: signals in the daemon, calls in a test. Clones
+/// share it.
+#[derive(Clone, Default)]
+pub struct Triggers {
+    reload: Arc<Notify>,
+    stop: Arc<watch::Sender<Option<&'static str>>>,
+}
+
+impl Triggers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks for a reload (SIGHUP). Several asked for while one runs make one more: the next
+    /// reads the file as it is then.
+    pub fn reload(&self) {
+        self.reload.notify_one();
+    }
+
+    /// Asks the node to stop accepting, drain and return (SIGTERM, SIGINT); `reason` goes to
+    /// the log. It is taken before any reload still asked for.
+    pub fn stop(&self, reason: &'static str) {
+        self.stop.send_replace(Some(reason));
+    }
 }
 
 /// Runs a node until SIGTERM or SIGINT, reloading on SIGHUP (or `POST /reload`), then drains
@@ -61,35 +78,32 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), NodeError> {
     serve(config, config_path, triggers).await
 }
 
-/// Forwards SIGHUP, SIGTERM and SIGINT as triggers, for as long as the receiver lives.
-fn signals() -> std::io::Result<mpsc::Receiver<Trigger>> {
+/// Triggers pulled by SIGHUP, SIGTERM and SIGINT.
+fn signals() -> std::io::Result<Triggers> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let (tx, rx) = mpsc::channel(4);
+    let triggers = Triggers::new();
+    let pull = triggers.clone();
     tokio::spawn(async move {
         loop {
-            let trigger = tokio::select! {
-                _ = hup.recv() => Trigger::Reload,
-                _ = term.recv() => Trigger::Stop("SIGTERM"),
-                _ = int.recv() => Trigger::Stop("SIGINT"),
-            };
-            if tx.send(trigger).await.is_err() {
-                return;
+            tokio::select! {
+                _ = hup.recv() => pull.reload(),
+                _ = term.recv() => pull.stop("SIGTERM"),
+                _ = int.recv() => pull.stop("SIGINT"),
             }
         }
     });
-    Ok(rx)
+    Ok(triggers)
 }
 
 /// Starts a node for `config` (read from `config_path`, which reloads re-read) and runs it
-/// until a [`Trigger::Stop`] arrives or every sender of `triggers` is gone; then drains and
-/// returns. Must run on a runtime from [`crate::data_threads::runtime_for_one_thread`].
+/// until `triggers` asks it to stop; then drains and returns. Must run on a runtime from [`crate::data_threads::runtime_for_one_thread`].
 pub async fn serve(
     config: Config,
     config_path: &Path,
-    mut triggers: mpsc::Receiver<Trigger>,
+    triggers: Triggers,
 ) -> Result<(), NodeError> {
     let token = reload::resolve_token(&config).map_err(NodeError::AdminToken)?;
     let data_threads = if config.node.threads > 1 {
@@ -101,7 +115,7 @@ pub async fn serve(
     let data_plane = DataPlane::start(config, data_threads.runtimes().to_vec())?;
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
-    let (statuses, statuses_rx) = watch::channel(InstanceStatuses::new());
+    let (instance_statuses, statuses_rx) = watch::channel(InstanceStatuses::new());
     let (token, token_rx) = watch::channel(token);
     let (commands_tx, mut commands) = mpsc::channel(16);
     let reloads = Arc::new(ReloadCounts::default());
@@ -110,7 +124,7 @@ pub async fn serve(
         registry: data_plane.registry(),
         monitor: data_plane.monitor().clone(),
         pools: data_plane.pools_health(),
-        instances: statuses_rx,
+        instance_statuses: statuses_rx,
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
@@ -126,12 +140,12 @@ pub async fn serve(
             return Err(e.into());
         }
     };
-    let _ = statuses.send(failover.statuses());
+    let _ = instance_statuses.send(failover.instance_statuses());
     let mut node = Node {
         config_path: config_path.to_owned(),
         data_plane,
         failover,
-        statuses,
+        instance_statuses,
         token,
         admin,
         context,
@@ -143,15 +157,17 @@ pub async fn serve(
         "{}; listening on {}", config.summary(), listen_list(config));
     sd_notify::notify("READY=1");
 
+    let mut stop = triggers.stop.subscribe();
     let stop_reason = loop {
         tokio::select! {
-            trigger = triggers.recv() => match trigger {
-                Some(Trigger::Reload) => {
-                    let _ = node.reload().await;
-                }
-                Some(Trigger::Stop(reason)) => break reason,
-                None => break "its triggers ended",
-            },
+            // A stop goes before reloads and commands waiting beside it.
+            biased;
+            asked = stop.wait_for(Option::is_some) => {
+                break asked.ok().and_then(|reason| *reason).unwrap_or("stop");
+            }
+            () = triggers.reload.notified() => {
+                let _ = node.reload().await;
+            }
             Some(command) = commands.recv() => node.command(command).await,
         }
     };
@@ -159,7 +175,9 @@ pub async fn serve(
     node.context.stopping.store(true, Relaxed);
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
     node.failover.shutdown().await;
-    let _ = node.statuses.send(node.failover.statuses());
+    let _ = node
+        .instance_statuses
+        .send(node.failover.instance_statuses());
     let deadline = node.data_plane.config().node.drain_timeout;
     tracing::info!("{stop_reason}: no longer accepting");
     let left = node.data_plane.shutdown(deadline).await;
@@ -183,7 +201,7 @@ struct Node {
     config_path: PathBuf,
     data_plane: DataPlane,
     failover: Failover,
-    statuses: watch::Sender<InstanceStatuses>,
+    instance_statuses: watch::Sender<InstanceStatuses>,
     token: watch::Sender<Option<String>>,
     admin: AdminServer,
     context: Arc<AdminContext>,

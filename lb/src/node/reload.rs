@@ -43,7 +43,9 @@ impl Node {
             tracing::error!("{error}");
             notes.push(error.to_string());
         }
-        let _ = self.statuses.send(self.failover.statuses());
+        let _ = self
+            .instance_statuses
+            .send(self.failover.instance_statuses());
         let _ = self.token.send(token);
         let admin = self.data_plane.config().node.admin;
         if admin != self.admin.addr {

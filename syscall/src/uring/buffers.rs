@@ -33,13 +33,29 @@ pub const GROUP: u16 = 0;
 const PAGE: usize = 4096;
 
 /// One buffer taken by the kernel for a receive, with the number of bytes it holds. It must be
-/// given back with [`Buffers::give_back`]; while it is out nobody else can receive into it.
+/// given back (`uring::give_back`); while it is out nobody else can receive into it.
+///
+/// Only this crate makes or changes one: its fields say which pool memory may be read as
+/// initialised bytes, so a forged or altered `Buf` would read memory the kernel is writing,
+/// or hand one buffer out twice.
 #[derive(Debug)]
 pub struct Buf {
     /// The ring whose pool it belongs to.
-    pub ring: u32,
-    pub id: u16,
-    pub len: usize,
+    pub(crate) ring: u32,
+    pub(crate) id: u16,
+    pub(crate) len: usize,
+}
+
+impl Buf {
+    /// The bytes the receive brought.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds nothing (a receive never completes with an empty buffer).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 pub struct Buffers {

@@ -1,5 +1,5 @@
 //! Does this thread's ring wake it promptly? Asked once at start, on the thread that will use
-//! the ring, before any client does (see `lb::workers`).
+//! the ring, before any client does (see `lb::data_threads`).
 //!
 //! A ping-pong through a socket pair: a helper thread writes a byte, the ring's thread echoes
 //! it with a ring receive and a ring send, and the helper times the round trip. Before each

@@ -67,7 +67,7 @@ pub struct Status {
     pub link_fault: bool,
     pub adverts_sent: u64,
     pub adverts_received: u64,
-    /// Dropped packets by reason ([`packet::DecodeError::reason`], or `vrid`/`version`).
+    /// Dropped packets by reason ([`crate::packet::DecodeError::reason`], or `peer`/`version`).
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -84,7 +84,7 @@ const TRANSITIONS_BUFFER: usize = 64;
 /// Commands from the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Tracking changed: the priority delta now in force (see [`Input::SetPriorityDelta`]).
+    /// Tracking changed: the priority delta now in force (see [`crate::Input::SetPriorityDelta`]).
     PriorityDelta(i32),
     /// An external fault source (e.g. a gateway check) is down or up again.
     ExternalFault(bool),

@@ -138,6 +138,25 @@ fn vrrp_address_errors_point_at_the_value() {
 }
 
 #[test]
+fn an_unspecified_source_is_rejected_at_the_value() {
+    for any in ["0.0.0.0", "::"] {
+        let vips = if any == "::" {
+            "fd00::1/64"
+        } else {
+            "10.0.0.100/24"
+        };
+        assert_error(
+            &with_vrrp(&format!(
+                "{VRRP_BASE}\nvips = [\"{vips}\"]\nsource = \"{any}\""
+            )),
+            13,
+            10,
+            "no address to send adverts from",
+        );
+    }
+}
+
+#[test]
 fn vrrp_track_must_name_a_pool_and_an_owner_cannot_track() {
     let vips = "vips = [\"10.0.0.100/24\"]";
     assert_error(

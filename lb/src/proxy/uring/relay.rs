@@ -143,7 +143,7 @@ async fn pump(
             Received::Failed(e) => return Err(e),
         };
         moved.store(true, Relaxed);
-        let bulk = buf.len == BUF_SIZE;
+        let bulk = buf.len() == BUF_SIZE;
         let (result, back) = uring::send(dst.as_raw_fd(), buf, 0).await;
         buf = back;
         let sent = match result {
@@ -155,7 +155,7 @@ async fn pump(
             }
         };
         count(sent);
-        if sent < buf.len {
+        if sent < buf.len() {
             // The destination is full: keep the rest in a back-pressure buffer of the epoll
             // relay's (reused per thread) and free the pool buffer.
             let mut own = take_buffer();

@@ -55,6 +55,7 @@ pub async fn uninstall() -> bool {
     let Some(ring) = CURRENT.get() else {
         return true;
     };
+    let id = with_ring(None, |ring| ring.id);
     let idle = |ring: &Ring| {
         let _ = ring.submit_everything();
         ring.reap();
@@ -64,6 +65,12 @@ pub async fn uninstall() -> bool {
     while with_ring(None, idle) == Some(false) && tries < 50 {
         tries += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if with_ring(None, |ring| ring.id) != id {
+        // Another `uninstall` of this thread took it down while this one waited: it is not
+        // ours to touch any more (it may be freed, or a new ring installed since, perhaps at
+        // the same address, which is why rings are told apart by id).
+        return false;
     }
     let freed = with_ring(None, idle) == Some(true);
     // No await between the last look and this: nothing can start an operation on it now.

@@ -6,7 +6,7 @@
 //! when the driver task's turn comes (a backlog of queued operations wakes it), so a busy
 //! thread pays one system call for a whole batch of receives and sends instead of one each.
 //! The kernel signals an eventfd in tokio's epoll set when there is something to collect;
-//! [`drive`] then enters the ring, reaps the completions and wakes the tasks waiting on them.
+//! `driver::drive` then enters the ring, reaps the completions and wakes the tasks waiting on them.
 //!
 //! Two kinds of ring ([`RingKind`]). A *deferring* ring (6.1 and later) leaves the kernel's
 //! side of a completion to the thread's next enter instead of interrupting the thread as
@@ -16,7 +16,7 @@
 //! eventfd, and for a deferring ring the kernel does not promise that signal: some kernels
 //! post it one RCU grace period late, and can lose it (docs/ARCHITECTURE.md, "Waking a
 //! ring"). A plain ring's task work wakes the thread itself. So no ring is used before
-//! `probe` has seen it wake its thread promptly (see `lb::workers`).
+//! `probe` has seen it wake its thread promptly (see `lb::data_threads`).
 //!
 //! An operation outlives the future that started it when that future is dropped (a relay
 //! ended by its idle timeout, say): its slot is then marked orphaned, the kernel is asked to
@@ -131,7 +131,7 @@ struct Ring {
     /// Woken when operations back up in the queue, so a thread that never parks still
     /// submits (on the driver task's turn).
     flusher: Cell<Option<Waker>>,
-    /// The task running [`drive`] for this ring.
+    /// The task running `driver::drive` for this ring.
     driver: Cell<Option<tokio::task::JoinHandle<()>>>,
 }
 
