@@ -99,8 +99,7 @@ impl Instances {
                 fault,
                 priority_delta,
             } = inputs.remove(spec.name()).unwrap_or_default();
-            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
-            match start_one(spec, priority_delta).await {
+            match start_one(spec, priority_delta, fault.as_ref()).await {
                 Ok(running) => {
                     instances.running.insert(spec.name().to_owned(), running);
                 }
@@ -109,6 +108,7 @@ impl Instances {
                     return Err(e);
                 }
             }
+            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
         }
         instances.watch_faults(faults);
         Ok(instances)
@@ -129,7 +129,6 @@ impl Instances {
                 fault,
                 priority_delta,
             } = inputs.remove(spec.name()).unwrap_or_default();
-            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
             match old.remove(spec.name()) {
                 Some(mut running) if running.spec.config == spec.config => {
                     if let Some(task) = running.priority.take() {
@@ -154,7 +153,7 @@ impl Instances {
                         tracing::info!(instance = %spec.name(), "vrrp settings changed: restarting the instance");
                         stop(previous).await;
                     }
-                    match start_one(spec, priority_delta).await {
+                    match start_one(spec, priority_delta, fault.as_ref()).await {
                         Ok(running) => {
                             self.running.insert(spec.name().to_owned(), running);
                         }
@@ -162,6 +161,7 @@ impl Instances {
                     }
                 }
             }
+            faults.extend(fault.map(|f| (spec.name().to_owned(), f)));
         }
         for (_, removed) in old {
             stop(removed).await;
@@ -230,9 +230,13 @@ impl Instances {
     }
 }
 
+/// Starts one instance, following its inputs at once: a tracked or faulty instance must not
+/// run unpenalised while the rest of a start or reload goes on. (Its sync group's faults
+/// reach it when the set's combiner restarts, at the end of the start or reload.)
 async fn start_one(
     spec: &InstanceSpec,
     priority_delta: Option<watch::Receiver<i32>>,
+    fault: Option<&watch::Receiver<bool>>,
 ) -> Result<Running, InstanceError> {
     let instance = Instance::start(spec.config.clone())
         .await
@@ -240,8 +244,9 @@ async fn start_one(
             name: spec.name().to_owned(),
             source,
         })?;
-    // Followed from the start: a tracked instance must not run unpenalised while the rest of
-    // a start or reload goes on.
+    if let Some(fault) = fault {
+        instance.command(Command::ExternalFault(*fault.borrow()));
+    }
     let priority = follow_priority(&instance, priority_delta);
     // The first subscriber hears every transition since the start (INIT -> BACKUP too).
     let notify = notify::spawn(
