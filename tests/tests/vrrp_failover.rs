@@ -369,3 +369,27 @@ fn a_reload_does_not_cut_a_running_notify_script_short() {
         || std::fs::read_to_string(&done).is_ok_and(|t| t.trim() == "done"),
     );
 }
+
+/// Tandem as a keepalived replacement: no `[[service]]`, only the instance and its VIP.
+#[test]
+fn a_node_with_only_vrrp_elects_and_moves_its_vip() {
+    let Some(rack) = Rack::new("vrrp only") else {
+        return;
+    };
+    let mut lb1 = rack.start_config(0, &rack.vrrp_only_config("lb1", 150, ""));
+    lb1.wait_log("BACKUP -> MASTER", 1);
+    let lb2 = rack.start_config(1, &rack.vrrp_only_config("lb2", 100, ""));
+    lb2.wait_log("INIT -> BACKUP", 1);
+    wait_until(&format!("VIP on lb1 only\n{}", lb1.log_text()), || {
+        rack.vip_only_on(0)
+    });
+
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    wait_until(&format!("lb2 holds the VIP\n{}", lb2.log_text()), || {
+        has_addr(&rack.lbs[1], rack.vip)
+    });
+    let log = lb2.log_text();
+    assert!(log.contains("BACKUP -> MASTER"), "{log}");
+    assert!(log.contains("0 services"), "{log}");
+}

@@ -3,7 +3,8 @@
 //! whichever has the higher priority, and fail over both ways — in VRRPv3 and VRRPv2.
 //!
 //! lb1 is Tandem, lb2 is keepalived. The keepalived side has a plain backend named "lb2" on
-//! 0.0.0.0:80 in its namespace, which answers on the VIP whenever keepalived has added it.
+//! 0.0.0.0:80 in its namespace, which answers on the VIP whenever keepalived has added it; so
+//! does a Tandem node run with `[[vrrp]]` only (no service), as keepalived's replacement.
 
 mod common;
 
@@ -20,21 +21,37 @@ struct Group {
     rack: Rack,
     version: u8,
     interval: (&'static str, &'static str),
+    /// Tandem runs with `[[vrrp]]` only: it moves the VIP, a plain backend answers on it.
+    vrrp_only: bool,
     _backends: (Backend, Backend),
 }
 
 impl Group {
     fn new(test: &str, version: u8, interval: (&'static str, &'static str)) -> Option<Self> {
+        Self::with(test, version, interval, false)
+    }
+
+    fn with(
+        test: &str,
+        version: u8,
+        interval: (&'static str, &'static str),
+        vrrp_only: bool,
+    ) -> Option<Self> {
         if !keepalived::available(test) {
             return None;
         }
         let rack = Rack::new(test)?;
-        let b1 = rack.backend(0);
+        let b1 = if vrrp_only {
+            rack.wildcard_backend(0)
+        } else {
+            rack.backend(0)
+        };
         let b2 = rack.wildcard_backend(1);
         Some(Self {
             rack,
             version,
             interval,
+            vrrp_only,
             _backends: (b1, b2),
         })
     }
@@ -44,7 +61,12 @@ impl Group {
             "version = {}\nadvert_interval = \"{}\"",
             self.version, self.interval.0
         );
-        self.rack.start(0, priority, &extra)
+        if self.vrrp_only {
+            let config = self.rack.vrrp_only_config("lb1", priority, &extra);
+            self.rack.start_config(0, &config)
+        } else {
+            self.rack.start(0, priority, &extra)
+        }
     }
 
     fn keepalived(&self, priority: u8) -> Keepalived {
@@ -151,6 +173,15 @@ fn tandem_and_keepalived_share_a_vrrpv2_group_and_fail_over_both_ways() {
         return;
     };
     group.fail_over_both_ways(Duration::from_secs(4));
+}
+
+#[test]
+fn a_tandem_node_with_only_vrrp_shares_a_group_with_keepalived_and_fails_over_both_ways() {
+    let Some(group) = Group::with("keepalived interop, vrrp only", 3, ("100ms", "0.1"), true)
+    else {
+        return;
+    };
+    group.fail_over_both_ways(Duration::from_millis(1500));
 }
 
 #[test]

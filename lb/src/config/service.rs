@@ -123,10 +123,6 @@ impl Validator<'_> {
         raw: &[Spanned<RawService>],
         pools: &[Spanned<RawPool>],
     ) -> Vec<ServiceConfig> {
-        if raw.is_empty() {
-            let message = "no [[service]] defined; at least one is required".to_owned();
-            self.error(0..0, message);
-        }
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut listens: HashMap<SocketAddr, (&str, usize)> = HashMap::new();
         let mut services = Vec::with_capacity(raw.len());

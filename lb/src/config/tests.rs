@@ -471,7 +471,7 @@ proptest! {
         let result = parse(&source, "fuzz.toml");
         assert_positions_in_bounds(&source, &result);
         if let Ok(config) = result {
-            prop_assert!(!config.services.is_empty());
+            prop_assert!(!config.services.is_empty() || !config.vrrp.is_empty());
             for service in &config.services {
                 prop_assert!(config.pool(&service.pool).is_some());
             }

@@ -47,6 +47,15 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
         file,
         errors: Vec::new(),
     };
+    if raw.service.is_empty() && raw.vrrp.is_empty() {
+        // A node without services is a keepalived replacement, or the primary/secondary
+        // health endpoint of an application serving its own traffic; with neither, nothing.
+        let message =
+            "no [[service]] or [[vrrp]] defined; at least one is required: a service to proxy, \
+             or a VRRP instance to hold"
+                .to_owned();
+        v.error(0..0, message);
+    }
     let node = v.node(raw.node);
     let pools = v.pools(&raw.pool);
     let mut services = v.services(&raw.service, &raw.pool);

@@ -103,9 +103,33 @@ impl Rack {
     }
 
     /// A node's config: one web service on VIP:80 over its local backend (checked every
-    /// 100 ms), and one VRRP instance (vrid 51, adverts every 100 ms unless `extra_vrrp` sets
-    /// `advert_interval`).
+    /// 100 ms), and one VRRP instance (see [`Rack::vrrp_only_config`]).
     pub fn config(&self, node: &str, priority: u8, extra_vrrp: &str) -> String {
+        let service = format!(
+            r#"[[service]]
+name = "web"
+listen = "{vip}:{PORT}"
+pool = "web"
+connect_timeout = "500ms"
+
+[[pool]]
+name = "web"
+backends = [{{ addr = "127.0.0.1:9000" }}]
+health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
+
+"#,
+            vip = self.vip
+        );
+        self.vrrp_only_config(node, priority, extra_vrrp).replacen(
+            "[[vrrp]]",
+            &format!("{service}[[vrrp]]"),
+            1,
+        )
+    }
+
+    /// A node's config with no service at all: one VRRP instance (vrid 51, adverts every
+    /// 100 ms unless `extra_vrrp` sets `advert_interval`) holding the VIP.
+    pub fn vrrp_only_config(&self, node: &str, priority: u8, extra_vrrp: &str) -> String {
         let interval = if extra_vrrp.contains("advert_interval") {
             ""
         } else {
@@ -116,17 +140,6 @@ impl Rack {
 name = "{node}"
 threads = 1
 drain_timeout = "1s"
-
-[[service]]
-name = "web"
-listen = "{vip}:{PORT}"
-pool = "web"
-connect_timeout = "500ms"
-
-[[pool]]
-name = "web"
-backends = [{{ addr = "127.0.0.1:9000" }}]
-health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
 
 [[vrrp]]
 name = "front"

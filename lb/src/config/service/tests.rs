@@ -162,5 +162,5 @@ fn backlog_outside_1_to_65535_is_rejected() {
 fn a_config_without_services_is_rejected_at_line_1() {
     assert_error("", 1, 1, "at least one is required");
     let only_pool = "\n[[pool]]\nname = \"web\"\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
-    assert_error(only_pool, 1, 1, "no [[service]] defined");
+    assert_error(only_pool, 1, 1, "no [[service]] or [[vrrp]] defined");
 }

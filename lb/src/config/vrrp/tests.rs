@@ -138,6 +138,24 @@ fn vrrp_address_errors_point_at_the_value() {
 }
 
 #[test]
+fn a_node_with_vrrp_and_no_services_is_valid() {
+    // keepalived's job alone: hold a VIP, or say which node is primary for an application that
+    // serves its own traffic.
+    let config = parse(
+        &format!("[[vrrp]]\n{VRRP_BASE}\nvips = [\"10.0.0.100/24\"]\n"),
+        "t",
+    )
+    .unwrap();
+    assert!(config.services.is_empty() && config.pools.is_empty());
+    assert_eq!(config.vrrp.len(), 1);
+    // Tracking still needs a pool to track.
+    let tracking = format!(
+        "[[vrrp]]\n{VRRP_BASE}\nvips = [\"10.0.0.100/24\"]\ntrack = [{{ pool = \"web\", weight = 10 }}]\n"
+    );
+    assert_error(&tracking, 6, 19, "not defined");
+}
+
+#[test]
 fn an_unspecified_source_is_rejected_at_the_value() {
     for any in ["0.0.0.0", "::"] {
         let vips = if any == "::" {
