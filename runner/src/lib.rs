@@ -7,7 +7,14 @@
 //! (one kill reaches everything it started), its output is read to the end but only the
 //! first [`OUTPUT_LIMIT`] bytes kept (a full pipe never blocks it), and at the timeout, or
 //! when the caller stops waiting, the whole group is killed.
+//!
+//! [`run`] is for programs that must finish (checks, scripts); [`Process`] for one that runs
+//! until stopped (an application), its output logged line by line.
 #![forbid(unsafe_code)]
+
+mod process;
+
+pub use process::Process;
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -71,12 +78,7 @@ pub async fn run(argv: &[String], timeout: Duration) -> Result<Finished, RunErro
             program: program.clone(),
             source,
         })?;
-    let mut group = GroupKill(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(rustix::process::Pid::from_raw),
-    );
+    let mut group = GroupKill::of(&child);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
@@ -108,17 +110,35 @@ pub async fn run(argv: &[String], timeout: Duration) -> Result<Finished, RunErro
 /// Kills the program's whole process group (SIGKILL) when dropped unless disarmed: on timeout,
 /// and also when the run is cancelled midway (a health check's task aborted on reload, say),
 /// so no path leaves a program or its children running.
-struct GroupKill(Option<rustix::process::Pid>);
+#[derive(Debug)]
+pub(crate) struct GroupKill(Option<rustix::process::Pid>);
 
 impl GroupKill {
-    fn kill(&mut self) {
-        if let Some(group) = self.0.take() {
+    /// The group `child` leads (spawned with `process_group(0)`).
+    pub(crate) fn of(child: &tokio::process::Child) -> Self {
+        Self(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(rustix::process::Pid::from_raw),
+        )
+    }
+
+    /// Sends `signal` to the whole group, while it is still armed.
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(group) = self.0 {
             // ESRCH (group already gone) is the outcome we want; nothing else can be done.
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process_group(group, signal);
         }
     }
 
-    fn disarm(&mut self) {
+    /// SIGKILL to the whole group, once; then disarmed.
+    pub(crate) fn kill(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        self.0 = None;
+    }
+
+    pub(crate) fn disarm(&mut self) {
         self.0 = None;
     }
 }
@@ -148,12 +168,12 @@ async fn capture(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(5);
 
-    fn argv(words: &[&str]) -> Vec<String> {
+    pub(crate) fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()
     }
 
@@ -167,7 +187,7 @@ mod tests {
     }
 
     /// Waits (boundedly) for `pid` to be gone, for a group kill that takes a moment to land.
-    async fn gone(pid: i32) -> bool {
+    pub(crate) async fn gone(pid: i32) -> bool {
         for _ in 0..200 {
             if !alive(pid) {
                 return true;
@@ -179,11 +199,11 @@ mod tests {
 
     /// A shell that starts a long `sleep` in the background, writes its pid to `pid_file` and
     /// waits for it: a program whose child would outlive it unless its group is killed.
-    fn forking_script(pid_file: &std::path::Path) -> String {
+    pub(crate) fn forking_script(pid_file: &std::path::Path) -> String {
         format!("sleep 60 & echo $! > {}; wait", pid_file.display())
     }
 
-    fn child_pid(pid_file: &std::path::Path) -> i32 {
+    pub(crate) fn child_pid(pid_file: &std::path::Path) -> i32 {
         std::fs::read_to_string(pid_file)
             .unwrap()
             .trim()
