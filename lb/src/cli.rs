@@ -341,6 +341,10 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!("{}: OK: {}", path.display(), config.summary());
+            if let Err(e) = crate::node::refuse_apps(&config) {
+                // Valid tables, which `tandem run` would still refuse: say so here.
+                eprintln!("{}: note: {e}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -85,6 +85,7 @@ impl DataPlane {
             services: Vec::new(),
             pools: Vec::new(),
             vrrp: Vec::new(),
+            apps: Vec::new(),
         };
         let registry = Arc::new(Registry::default());
         let monitor = Monitor::new();

@@ -79,6 +79,26 @@ fn run_reports_a_listen_address_it_cannot_bind() {
 }
 
 #[test]
+fn an_app_table_is_checked_but_run_refuses_to_leave_it_unsupervised() {
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let config = format!(
+        "{}\n[[app]]\nname = \"worker\"\nstart = [\"/bin/sleep\", \"60\"]\nrun_on = \"all\"\n",
+        simple_config(listen, r#"[{ addr = "127.0.0.1:9" }]"#, "")
+    );
+    let (ok, _stdout, stderr) = check(&config);
+    assert!(ok, "the table itself is valid: {stderr}");
+    assert!(stderr.contains("does not run applications yet"), "{stderr}");
+    let mut node = Node::start(&config);
+    let status = node.wait_exit();
+    assert!(!status.success());
+    let log = node.log_text();
+    assert!(
+        log.contains("[[app]] worker") && log.contains("does not run applications yet"),
+        "{log}"
+    );
+}
+
+#[test]
 fn every_shipped_example_config_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut checked = 0;

@@ -7,6 +7,7 @@
 // One file per section, each with its checked types, its raw (as written) form, its checks
 // and, beside it in `<section>/tests.rs`, its tests. `validate.rs` walks the sections in
 // order; `error.rs` and `values.rs` are shared by all of them.
+mod app;
 mod error;
 mod health;
 mod node;
@@ -23,6 +24,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use app::{AppConfig, RunOn};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
 pub use node::{AdminToken, IoMode, MIN_TOKEN_LEN, NodeConfig};
@@ -39,6 +41,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Virtual routers this node takes part in (`[[vrrp]]`); empty: no failover.
     pub vrrp: Vec<VrrpConfig>,
+    /// Applications the pair keeps alive (`[[app]]`); checked, not yet run by this build.
+    pub apps: Vec<AppConfig>,
 }
 
 impl Config {

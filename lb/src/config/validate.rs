@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::app::RawApp;
 use super::error::position;
 use super::node::RawNode;
 use super::pool::RawPool;
@@ -39,6 +40,8 @@ pub(crate) struct RawConfig {
     pub pool: Vec<Spanned<RawPool>>,
     #[serde(default)]
     pub vrrp: Vec<Spanned<RawVrrp>>,
+    #[serde(default)]
+    pub app: Vec<Spanned<RawApp>>,
 }
 
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Config, ConfigErrors> {
@@ -60,6 +63,7 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
     let pools = v.pools(&raw.pool);
     let mut services = v.services(&raw.service, &raw.pool);
     let vrrp = v.vrrps(&raw.vrrp, &raw.pool);
+    let apps = v.apps(&raw.app, &raw.vrrp);
     // A service on a VIP must bind it on the backup too, where the address is not (yet) local.
     for service in &mut services {
         let on_vip = vrrp
@@ -74,6 +78,7 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
             services,
             pools,
             vrrp,
+            apps,
         })
     } else {
         // Document order reads best; the sort is stable for same-spot errors. A pool-level

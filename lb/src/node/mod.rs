@@ -42,6 +42,20 @@ pub enum NodeError {
     AdminBind(#[from] AdminBindError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "[[app]] {0}: this build checks [[app]] tables but does not run applications yet; \
+         remove them rather than leave the application unsupervised"
+    )]
+    AppsNotRun(String),
+}
+
+/// Refuses a config with applications, which this build would leave unsupervised.
+pub fn refuse_apps(config: &Config) -> Result<(), NodeError> {
+    if config.apps.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+    Err(NodeError::AppsNotRun(names.join(", ")))
 }
 
 /// What makes the main loop reload or stop: signals in the daemon, calls in a test. Clones
@@ -105,6 +119,7 @@ pub async fn serve(
     config_path: &Path,
     triggers: Triggers,
 ) -> Result<(), NodeError> {
+    refuse_apps(&config)?;
     let token = reload::resolve_token(&config).map_err(NodeError::AdminToken)?;
     let data_threads = if config.node.threads > 1 {
         DataThreads::start(config.node.threads, config.node.io)?

@@ -36,6 +36,7 @@ impl Node {
 
     async fn try_reload(&mut self) -> Result<Reloaded, ReloadRejected> {
         let config = config::load(&self.config_path).map_err(rejected)?;
+        super::refuse_apps(&config).map_err(rejected)?;
         let token = resolve_token(&config).map_err(rejected)?;
         let summary = self.data_plane.apply(config).map_err(rejected)?;
         let mut notes = Vec::new();
