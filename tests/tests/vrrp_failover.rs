@@ -393,3 +393,27 @@ fn a_node_with_only_vrrp_elects_and_moves_its_vip() {
     assert!(log.contains("BACKUP -> MASTER"), "{log}");
     assert!(log.contains("0 services"), "{log}");
 }
+
+/// A backup whose process is held up (SIGSTOP) well past its Master_Down_Interval while the
+/// master keeps advertising must not take over when it resumes: the adverts waiting in its
+/// socket say the master is alive. (keepalived's users see such false takeovers on busy
+/// machines; here both the overdue timer and the waiting adverts are ready at once.)
+#[test]
+fn a_backup_held_up_past_master_down_does_not_take_over_when_it_resumes() {
+    let Some(rack) = Rack::new("vrrp stalled backup") else {
+        return;
+    };
+    let _backends = rack.backends();
+    let [lb1, lb2] = rack.start_pair(["", ""]);
+    // Master_Down_Interval here is about 0.36 s (100 ms adverts); each stall is twice that.
+    // Several stalls: which of two ready events a runtime serves first can be chance.
+    for _ in 0..6 {
+        lb2.signal(rustix::process::Signal::STOP);
+        std::thread::sleep(Duration::from_millis(800));
+        lb2.signal(rustix::process::Signal::CONT);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = lb2.log_text();
+    assert!(!log.contains("-> MASTER"), "a false takeover\n{log}");
+    assert!(rack.vip_only_on(0), "{}", logs_of(&[&lb1, &lb2]));
+}

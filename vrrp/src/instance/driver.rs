@@ -28,6 +28,8 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 8192;
 /// Pause before receiving again after a receive error.
 const RECV_RETRY: Duration = Duration::from_millis(100);
+/// Datagrams read before serving a due timer, at most.
+const READ_WAITING_MAX: usize = 64;
 
 /// The advert sockets of one family.
 pub(super) enum Sockets {
@@ -48,6 +50,14 @@ impl Sockets {
         match self {
             Sockets::V4(s) => s.recv(buf).await.map(Datagram::V4),
             Sockets::V6(s) => s.recv(buf).await.map(Datagram::V6),
+        }
+    }
+
+    /// A datagram already waiting, if any, without waiting.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+        match self {
+            Sockets::V4(s) => Ok(s.try_recv(buf)?.map(Datagram::V4)),
+            Sockets::V6(s) => Ok(s.try_recv(buf)?.map(Datagram::V6)),
         }
     }
 
@@ -112,7 +122,15 @@ impl Driver {
             let deadline = self.machine.next_timeout();
             tokio::select! {
                 _ = &mut stop => break,
-                () = sleep_until(deadline) => self.feed(Input::Timeout).await,
+                () = sleep_until(deadline) => {
+                    // A timer served late (the thread was held up) must not outrun the adverts
+                    // that arrived meanwhile: a master whose advert came in time but is read
+                    // late is still the master. Those waiting are read first.
+                    self.read_waiting(&mut buf).await;
+                    if self.machine.next_timeout().is_some_and(|due| due <= Instant::now()) {
+                        self.feed(Input::Timeout).await;
+                    }
+                }
                 received = self.socket.recv(&mut buf), if recv_resume.is_none() => match received {
                     Ok(datagram) => {
                         if let Some(input) = self.accept(&buf, datagram) {
@@ -167,6 +185,22 @@ impl Driver {
             }
         }
         self.feed(Input::Shutdown).await;
+    }
+
+    /// Feeds the machine the datagrams already waiting in the socket (a bounded number: a
+    /// flood must not hold the timers up in turn).
+    async fn read_waiting(&mut self, buf: &mut [u8]) {
+        for _ in 0..READ_WAITING_MAX {
+            match self.socket.try_recv(buf) {
+                Ok(Some(datagram)) => {
+                    if let Some(input) = self.accept(buf, datagram) {
+                        self.feed(input).await;
+                    }
+                }
+                // Nothing waiting; or an error, which the select loop's receive will meet.
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     fn links_up(&self) -> bool {

@@ -85,6 +85,20 @@ impl AdvertSocketV4 {
             .async_io(Interest::READABLE, |mut socket| socket.read(buf))
             .await
     }
+
+    /// The next packet already waiting, without waiting for one; `None` when none is.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        would_block_is_none((&mut self.rx.get_ref()).read(buf))
+    }
+}
+
+/// A non-blocking receive's result, with "nothing waiting" as `None`.
+fn would_block_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `IPPROTO_IPV6` / `IPV6_HOPLIMIT` as they appear in a control message (RFC 3542 §6.3).
@@ -174,6 +188,11 @@ impl AdvertSocketV6 {
                 recv_with_hop_limit(socket, buf)
             })
             .await
+    }
+
+    /// The next advert already waiting, without waiting for one; `None` when none is.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<ReceivedV6>> {
+        would_block_is_none(recv_with_hop_limit(self.rx.get_ref(), buf))
     }
 }
 
