@@ -380,6 +380,13 @@ fn a_node_with_only_vrrp_elects_and_moves_its_vip() {
     lb1.wait_log("BACKUP -> MASTER", 1);
     let lb2 = rack.start_config(1, &rack.vrrp_only_config("lb2", 100, ""));
     lb2.wait_log("INIT -> BACKUP", 1);
+    // The election has a thread of its own, which no other work can hold up.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", lb2.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim_end().to_owned())
+        .collect();
+    assert!(threads.iter().any(|t| t == "tandem-vrrp"), "{threads:?}");
     wait_until(&format!("VIP on lb1 only\n{}", lb1.log_text()), || {
         rack.vip_only_on(0)
     });

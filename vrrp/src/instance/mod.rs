@@ -116,6 +116,30 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// The thread every instance's driver runs on (`tandem-vrrp`), with a runtime of its own: its
+/// timers and sockets are served however busy the node's other threads are (the data plane,
+/// health checks, reloads, the admin API), so adverts leave on time and arrive to be read on
+/// time. keepalived runs its VRRP in a process of its own for the same reason. Started on first
+/// use; it lives as long as the process.
+fn election_thread() -> io::Result<tokio::runtime::Handle> {
+    static THREAD: std::sync::Mutex<Option<tokio::runtime::Handle>> = std::sync::Mutex::new(None);
+    let mut thread = THREAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = thread.as_ref() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("tandem-vrrp".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    *thread = Some(handle.clone());
+    Ok(handle)
+}
+
 /// A running instance. Stop it with [`Instance::shutdown`], which sends the priority-0 advert,
 /// removes the VIPs (RFC 5798 §6.4.3 (605)) and waits for that to be done; dropping the handle
 /// starts the same resignation without waiting for it.
@@ -130,8 +154,22 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Opens the sockets, clears VIPs left over from an earlier run, and starts the election.
+    /// Opens the sockets, clears VIPs left over from an earlier run, and starts the election,
+    /// all on the election thread (see [`election_thread`]).
     pub async fn start(config: InstanceConfig) -> Result<Self, StartError> {
+        let thread = election_thread().map_err(io_err("starting the election thread"))?;
+        match thread.spawn(Self::start_here(config)).await {
+            Ok(started) => started,
+            Err(e) => Err(StartError::Io {
+                what: "the election thread",
+                source: io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    /// [`Instance::start`] on the runtime it is called on: the sockets and the driver belong to
+    /// that runtime's reactor.
+    async fn start_here(config: InstanceConfig) -> Result<Self, StartError> {
         let link = Link::by_name(&config.interface)
             .map_err(|e| StartError::Interface(config.interface.clone(), e))?;
         let addresses = Addresses::connect().map_err(io_err("netlink"))?;
