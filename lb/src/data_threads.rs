@@ -6,7 +6,8 @@
 //! connections over those sockets, and a connection then lives on the thread that accepted it
 //! from accept to close. No task moves between threads and no connection wakes another thread,
 //! which is what lets each thread keep a ring (a ring belongs to the thread that submits to
-//! it). The control plane (signals, reload, health checks, VRRP) keeps the main thread.
+//! it). The control plane (signals, reload, health checks) keeps the main thread; the VRRP
+//! election has a thread of its own (`vrrp::instance`).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
