@@ -1,9 +1,9 @@
 //! The `[[app]]` tables: an operator's application that the pair keeps alive (issue 15).
 //!
 //! Holds the checked type ([`AppConfig`]), the raw form as written and the checks: a unique
-//! name, a start program given by absolute path or found on `PATH`, where it runs (`run_on`: the primary of a `[[vrrp]]`
-//! instance only, or every node), its health checks (the `health` kinds, against local ports),
-//! and its restart policy. This build checks the tables but does not run applications yet: a
+//! name, a start program given by absolute path or found on `PATH`, where it runs (`run_on`:
+//! the primary of a `[[vrrp]]` instance only, or every node), its health checks (the `health`
+//! kinds, against local ports), and its restart policy. This build checks the tables but does not run applications yet: a
 //! node refuses to start (or reload) with any, rather than leave them unsupervised.
 
 use std::collections::HashMap;
