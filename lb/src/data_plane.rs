@@ -178,6 +178,13 @@ impl DataPlane {
                 "node.threads changes take effect at the next restart"
             );
         }
+        if config.node.realtime_priority != self.config.node.realtime_priority {
+            tracing::warn!(
+                running = self.config.node.realtime_priority,
+                configured = config.node.realtime_priority,
+                "node.realtime_priority changes take effect at the next restart"
+            );
+        }
         if config.node.io != self.config.node.io {
             tracing::warn!(
                 running = ?self.config.node.io,

@@ -10,7 +10,9 @@
 //! - [`reactor`]: registering an owned socket with tokio's reactor.
 //! - [`socket`]: what socket2 leaves to raw code: a receive with its control messages, and a
 //!   link-layer (`AF_PACKET`) destination address.
+//! - [`thread`]: real-time scheduling for a thread that must run on time (the VRRP election).
 
 pub mod reactor;
 pub mod socket;
+pub mod thread;
 pub mod uring;

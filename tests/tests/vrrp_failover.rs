@@ -424,3 +424,38 @@ fn a_backup_held_up_past_master_down_does_not_take_over_when_it_resumes() {
     assert!(!log.contains("-> MASTER"), "a false takeover\n{log}");
     assert!(rack.vip_only_on(0), "{}", logs_of(&[&lb1, &lb2]));
 }
+
+/// `realtime_priority` puts the election thread under SCHED_RR, as keepalived's
+/// `vrrp_rt_priority` does its VRRP process (the tests run as root, who may).
+#[test]
+fn the_election_thread_runs_at_the_realtime_priority_asked_for() {
+    let Some(rack) = Rack::new("vrrp realtime") else {
+        return;
+    };
+    let config = rack.vrrp_only_config("lb1", 150, "").replacen(
+        "drain_timeout = \"1s\"\n",
+        "drain_timeout = \"1s\"\nrealtime_priority = 10\n",
+        1,
+    );
+    let lb1 = rack.start_config(0, &config);
+    lb1.wait_log("real-time priority 10 (SCHED_RR)", 1);
+    // Field 41 of a thread's stat is its policy: 2 is SCHED_RR.
+    let policies: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{}/task", lb1.pid()))
+        .unwrap()
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let policy = stat.rsplit(')').next()?.split_whitespace().nth(41 - 3)?;
+            Some((comm.trim_end().to_owned(), policy.to_owned()))
+        })
+        .collect();
+    for (thread, policy) in &policies {
+        let expected = if thread == "tandem-vrrp" { "2" } else { "0" };
+        assert_eq!(policy, expected, "{thread}: {policies:?}");
+    }
+    assert!(
+        policies.iter().any(|(t, _)| t == "tandem-vrrp"),
+        "{policies:?}"
+    );
+}

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// The path of the health endpoint for load balancers in front (AWS target groups).
     /// Default "/healthz".
     pub healthz_path: String,
+    /// Real-time priority (SCHED_RR, 1..=99) for the VRRP election thread; 0 (default): normal
+    /// scheduling. keepalived's `vrrp_rt_priority`.
+    pub realtime_priority: u8,
 }
 
 /// A token anyone could guess in a few tries is no guard.
@@ -116,6 +119,7 @@ pub(crate) struct RawNode {
     pub admin_token: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
     pub healthz_path: Option<Spanned<String>>,
+    pub realtime_priority: Option<Spanned<i64>>,
 }
 
 impl Validator<'_> {
@@ -129,6 +133,7 @@ impl Validator<'_> {
             admin_token: None,
             admin_token_file: None,
             healthz_path: None,
+            realtime_priority: None,
         });
         let name = match &raw.name {
             Some(name) => {
@@ -195,6 +200,7 @@ impl Validator<'_> {
                 path.clone()
             }
         };
+        let realtime_priority = self.int("realtime_priority", &raw.realtime_priority, 0..=99, 0);
         NodeConfig {
             name,
             threads,
@@ -203,6 +209,7 @@ impl Validator<'_> {
             admin,
             admin_token,
             healthz_path,
+            realtime_priority,
         }
     }
 }

@@ -47,6 +47,7 @@ fn full_example_parses_into_the_expected_struct() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            realtime_priority: 0,
         },
         services: vec![ServiceConfig {
             name: "web".into(),
@@ -152,6 +153,7 @@ fn omitted_keys_take_their_documented_defaults() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            realtime_priority: 0,
         }
     );
     let service = &config.services[0];

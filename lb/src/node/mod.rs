@@ -147,6 +147,7 @@ pub async fn serve(
         stopping: AtomicBool::new(false),
     });
     let admin = AdminServer::start(data_plane.config().node.admin, context.clone()).await?;
+    vrrp::instance::set_election_priority(data_plane.config().node.realtime_priority);
     let failover = match Failover::start(&data_plane.config().vrrp, data_plane.pools_health()).await
     {
         Ok(f) => f,

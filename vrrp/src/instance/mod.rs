@@ -116,12 +116,24 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// Real-time priority asked for the election thread; 0: none.
+static REALTIME_PRIORITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Asks for the election thread to run under real-time scheduling at `priority` (1 to 99; 0:
+/// normal scheduling), as keepalived's `vrrp_rt_priority`. Read when the thread starts, with the
+/// first instance: a thread already running keeps its scheduling. Whether it was granted is
+/// logged.
+pub fn set_election_priority(priority: u8) {
+    REALTIME_PRIORITY.store(priority, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The thread every instance's driver runs on (`tandem-vrrp`), with a runtime of its own: its
 /// timers and sockets are served however busy the node's other threads are (the data plane,
 /// health checks, reloads, the admin API), so adverts leave on time and arrive to be read on
 /// time. keepalived runs its VRRP in a process of its own for the same reason. Started on first
 /// use; it lives as long as the process.
 fn election_thread() -> io::Result<tokio::runtime::Handle> {
+    let priority = REALTIME_PRIORITY.load(std::sync::atomic::Ordering::Relaxed);
     static THREAD: std::sync::Mutex<Option<tokio::runtime::Handle>> = std::sync::Mutex::new(None);
     let mut thread = THREAD
         .lock()
@@ -135,7 +147,23 @@ fn election_thread() -> io::Result<tokio::runtime::Handle> {
     let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("tandem-vrrp".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        .spawn(move || {
+            if priority > 0 {
+                match syscall::thread::set_realtime_priority(priority) {
+                    Ok(()) => tracing::info!(
+                        priority,
+                        "VRRP election thread runs at real-time priority {priority} (SCHED_RR)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        priority,
+                        error = %e,
+                        "VRRP election thread could not get real-time priority {priority}; it \
+                         runs at normal priority"
+                    ),
+                }
+            }
+            runtime.block_on(std::future::pending::<()>())
+        })?;
     *thread = Some(handle.clone());
     Ok(handle)
 }

@@ -129,3 +129,15 @@ fn an_admin_token_file_is_read_without_its_trailing_newline() {
         "{missing}"
     );
 }
+
+#[test]
+fn realtime_priority_is_0_to_99() {
+    let config = parse(&node_with("realtime_priority = 50"), "t").unwrap();
+    assert_eq!(config.node.realtime_priority, 50);
+    assert_error(
+        &node_with("realtime_priority = 100"),
+        2,
+        21,
+        "realtime_priority",
+    );
+}
