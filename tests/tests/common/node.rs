@@ -145,7 +145,7 @@ impl Node {
     }
 
     /// The node's data threads (named `tandem-data-N`) and how often each has run so far
-    /// (voluntary context switches: an idle data thread sleeps and does not run at all).
+    /// (context switches, voluntary and not: an idle data thread sleeps and does not run).
     pub fn data_thread_runs(&self) -> Vec<(String, u64)> {
         let mut threads = Vec::new();
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
@@ -155,11 +155,17 @@ impl Node {
                 continue;
             }
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            let runs = status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0);
+            // Sleeps and preemptions both: a thread busy with its clients on a loaded machine
+            // may be preempted more than it sleeps; one with no client does neither.
+            let switches = |key: &str| -> u64 {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let runs =
+                switches("voluntary_ctxt_switches:") + switches("nonvoluntary_ctxt_switches:");
             threads.push((comm.trim().to_owned(), runs));
         }
         threads.sort();
