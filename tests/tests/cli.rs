@@ -4,6 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use common::*;
 
@@ -19,25 +20,50 @@ fn http_get(addr: SocketAddr) -> String {
     response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
 }
 
+/// Starts `tandem demo` on free ports of 127.0.0.1, and waits until it listens. A port found
+/// free can be taken by another test's ephemeral bind before the demo binds it (the demo then
+/// exits, saying so): then it tries other ports, a few times.
+fn start_demo() -> (Node, SocketAddr, SocketAddr) {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for _ in 0..3 {
+        let (web, app, admin) = (
+            free_addr(localhost),
+            free_addr(localhost),
+            free_addr(localhost),
+        );
+        let mut node = Node::start_args(&[
+            "demo",
+            "--web-port",
+            &web.port().to_string(),
+            "--app-port",
+            &app.port().to_string(),
+            "--admin-port",
+            &admin.port().to_string(),
+        ]);
+        let listens = |addr| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if listens(web) && listens(app) {
+                return (node, web, app);
+            }
+            if node.exited().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = node.log_text();
+        assert!(
+            node.exited().is_some() && log.contains("cannot listen"),
+            "the demo neither listens nor says why\n{log}\n{}",
+            node.stdout_text()
+        );
+    }
+    panic!("the demo found no free ports in three tries");
+}
+
 #[test]
 fn demo_serves_the_web_and_app_tiers_on_loopback() {
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (web, app, admin) = (
-        free_addr(localhost),
-        free_addr(localhost),
-        free_addr(localhost),
-    );
-    let node = Node::start_args(&[
-        "demo",
-        "--web-port",
-        &web.port().to_string(),
-        "--app-port",
-        &app.port().to_string(),
-        "--admin-port",
-        &admin.port().to_string(),
-    ]);
-    node.wait_listening(web);
-    node.wait_listening(app);
+    let (node, web, app) = start_demo();
     // Round robin over the two web backends.
     let bodies: Vec<String> = (0..4).map(|_| http_get(web)).collect();
     assert!(bodies[0].starts_with("hello from web-"), "{bodies:?}");
