@@ -60,25 +60,9 @@ pub enum RunError {
 /// Runs `argv` with stdin closed until it exits or `timeout` passes; at the timeout, or if
 /// this future is dropped first, its whole process group is killed.
 pub async fn run(argv: &[String], timeout: Duration) -> Result<Finished, RunError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(RunError::Empty);
-    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group (pgid = its pid), so one kill reaches everything it started.
-        .process_group(0)
-        // If even the reap below is cancelled, tokio still kills and reaps the leader.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| RunError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    let mut group = GroupKill::of(&child);
+    let (mut child, mut group) = spawn_in_group(argv, &[])?;
+    let program = &argv[0];
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
@@ -105,6 +89,33 @@ pub async fn run(argv: &[String], timeout: Duration) -> Result<Finished, RunErro
             Err(RunError::Timeout(timeout))
         }
     }
+}
+
+/// Starts `argv` (no shell) with stdin closed, stdout and stderr piped and `env` added, as the
+/// leader of a process group of its own (pgid = its pid), so one kill reaches everything it
+/// starts. Should even the caller's reap be cancelled, tokio still kills and reaps the leader.
+pub(crate) fn spawn_in_group(
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<(tokio::process::Child, GroupKill), RunError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(RunError::Empty);
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let group = GroupKill::of(&child);
+    Ok((child, group))
 }
 
 /// Kills the program's whole process group (SIGKILL) when dropped unless disarmed: on timeout,

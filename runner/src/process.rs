@@ -3,14 +3,14 @@
 //! stopped, and its output goes to the log line by line (rate-limited), not to a buffer.
 
 use std::io;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use crate::{GroupKill, RunError};
+use crate::{GroupKill, RunError, spawn_in_group};
 
 /// Lines of output logged per stream and second at most; the rest are counted and said so.
 const LINES_PER_SECOND: u32 = 20;
@@ -31,23 +31,7 @@ impl Process {
     /// Starts `argv` (no shell) with stdin closed, `env` added to the daemon's environment,
     /// in a process group of its own; each line it prints is logged under `name`.
     pub fn spawn(name: &str, argv: &[String], env: &[(String, String)]) -> Result<Self, RunError> {
-        let Some((program, args)) = argv.split_first() else {
-            return Err(RunError::Empty);
-        };
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| RunError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let group = GroupKill::of(&child);
+        let (mut child, group) = spawn_in_group(argv, env)?;
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(log_lines(name.to_owned(), "stdout", stdout));
         }
@@ -57,7 +41,7 @@ impl Process {
         Ok(Self {
             child,
             group,
-            program: program.clone(),
+            program: argv[0].clone(),
         })
     }
 
