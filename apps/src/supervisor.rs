@@ -143,6 +143,15 @@ impl Supervisor {
         self.state
     }
 
+    /// Takes a new policy (a reload): restarts counted so far still count; the next backoff
+    /// is no longer than the new maximum.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.backoff = self
+            .backoff
+            .clamp(policy.backoff, policy.backoff_max.max(policy.backoff));
+        self.policy = policy;
+    }
+
     /// Restarts counted within the current window.
     pub fn restarts(&self) -> usize {
         self.restarts.len()

@@ -68,13 +68,33 @@ enum Command {
         #[arg(value_name = "ADDR")]
         backend: SocketAddr,
     },
-    /// Send new connections to a drained backend again.
+    /// Send new connections to a drained backend again (`enable POOL ADDR`), or let a failed
+    /// or disabled application run again (`enable app NAME`).
     Enable {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The pool, or the word `app`.
+        #[arg(value_name = "POOL|app")]
         pool: String,
-        #[arg(value_name = "ADDR")]
-        backend: SocketAddr,
+        /// The backend's address, or the application's name.
+        #[arg(value_name = "ADDR|NAME")]
+        target: String,
+    },
+    /// Stop an application and keep it stopped until `enable app NAME` (`disable app NAME`).
+    Disable {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(value_parser = ["app"])]
+        what: String,
+        name: String,
+    },
+    /// Stop an application and start it again now (`restart app NAME`).
+    Restart {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(value_parser = ["app"])]
+        what: String,
+        name: String,
     },
     /// Make the node re-read its config file, and say whether it took it.
     Reload {
@@ -184,11 +204,30 @@ pub fn main() -> ExitCode {
         Command::Enable {
             admin,
             pool,
-            backend,
-        } => admin_call(
+            target,
+        } => {
+            let path = match target.parse::<SocketAddr>() {
+                Ok(backend) => format!("/pools/{pool}/backends/{backend}/enable"),
+                Err(_) if pool == "app" => format!("/apps/{}/enable", escape_segment(&target)),
+                Err(e) => {
+                    eprintln!(
+                        "tandem: {target:?} is not a backend address ({e}); to enable an application: tandem enable app NAME"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            admin_call(&admin, Method::POST, &path, str::to_owned)
+        }
+        Command::Disable { admin, name, .. } => admin_call(
             &admin,
             Method::POST,
-            &format!("/pools/{pool}/backends/{backend}/enable"),
+            &format!("/apps/{}/disable", escape_segment(&name)),
+            str::to_owned,
+        ),
+        Command::Restart { admin, name, .. } => admin_call(
+            &admin,
+            Method::POST,
+            &format!("/apps/{}/restart", escape_segment(&name)),
             str::to_owned,
         ),
         Command::Run { config: path } => {
@@ -258,6 +297,18 @@ fn admin_call(
     }
 }
 
+/// A name as one path segment: bytes other than letters, digits and `-._~` percent-escaped.
+fn escape_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn ensure_newline(mut s: String) -> String {
     if !s.ends_with('\n') {
         s.push('\n');
@@ -295,6 +346,31 @@ fn render_status(status: &contract::Status) -> String {
                 priority,
                 effective,
                 master
+            ));
+        }
+    }
+    if !status.apps.is_empty() {
+        out.push_str(
+            "\nAPP        RUN ON              STATE       PID      RESTARTS  LAST ERROR\n",
+        );
+        for a in &status.apps {
+            let run_on = match &a.instance {
+                Some(instance) => format!("primary of {instance}"),
+                None => a.run_on.clone(),
+            };
+            let state = if a.disabled {
+                format!("{} (disabled)", a.state)
+            } else {
+                a.state.clone()
+            };
+            out.push_str(&format!(
+                "{:<10} {:<19} {:<11} {:<8} {:>8}  {}\n",
+                a.name,
+                run_on,
+                state,
+                a.pid.map_or_else(dash, |p| p.to_string()),
+                a.restarts,
+                a.last_error.as_deref().unwrap_or("-")
             ));
         }
     }
@@ -341,10 +417,6 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!("{}: OK: {}", path.display(), config.summary());
-            if let Err(e) = crate::node::refuse_apps(&config) {
-                // Valid tables, which `tandem run` would still refuse: say so here.
-                eprintln!("{}: note: {e}", path.display());
-            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -50,7 +50,22 @@ pub fn targets(config: &Config) -> Vec<Target> {
 }
 
 fn target(pool: &str, addr: std::net::SocketAddr, health: &HealthConfig) -> Target {
-    let spec = match &health.check {
+    Target {
+        id: target_id(pool, addr),
+        spec: check_spec(health),
+        interval: health.interval,
+        timeout: health.timeout,
+        thresholds: Thresholds {
+            rise: health.rise,
+            fall: health.fall,
+        },
+        start_up: health.start_up,
+    }
+}
+
+/// What one probe of `health` does, as the `healthcheck` crate runs it.
+pub fn check_spec(health: &HealthConfig) -> CheckSpec {
+    match &health.check {
         HealthCheck::Tcp { addr, send, expect } => CheckSpec::Tcp {
             addr: *addr,
             send: send.as_ref().map(|s| s.as_bytes().to_vec()),
@@ -84,17 +99,6 @@ fn target(pool: &str, addr: std::net::SocketAddr, health: &HealthConfig) -> Targ
                 (None, None) => unreachable!("validated config: process or pidfile is set"),
             },
         },
-    };
-    Target {
-        id: target_id(pool, addr),
-        spec,
-        interval: health.interval,
-        timeout: health.timeout,
-        thresholds: Thresholds {
-            rise: health.rise,
-            fall: health.fall,
-        },
-        start_up: health.start_up,
     }
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod applications;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -24,3 +25,4 @@ pub mod proxy;
 pub mod registry;
 pub mod sd_notify;
 pub mod stats;
+pub mod tasks;

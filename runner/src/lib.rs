@@ -60,8 +60,18 @@ pub enum RunError {
 /// Runs `argv` with stdin closed until it exits or `timeout` passes; at the timeout, or if
 /// this future is dropped first, its whole process group is killed.
 pub async fn run(argv: &[String], timeout: Duration) -> Result<Finished, RunError> {
+    run_with_env(argv, &[], timeout).await
+}
+
+/// [`run`], with `env` added to the daemon's environment (an application's stop command
+/// gets the `TANDEM_*` variables its start had).
+pub async fn run_with_env(
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<Finished, RunError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let (mut child, mut group) = spawn_in_group(argv, &[])?;
+    let (mut child, mut group) = spawn_in_group(argv, env)?;
     let program = &argv[0];
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();

@@ -79,22 +79,23 @@ fn run_reports_a_listen_address_it_cannot_bind() {
 }
 
 #[test]
-fn an_app_table_is_checked_but_run_refuses_to_leave_it_unsupervised() {
+fn an_app_table_with_a_bad_program_is_an_error_with_its_line() {
     let listen = free_addr(IpAddr::V4(loopback_ip()));
     let config = format!(
-        "{}\n[[app]]\nname = \"worker\"\nstart = [\"/bin/sleep\", \"60\"]\nrun_on = \"all\"\n",
+        "{}\n[[app]]\nname = \"worker\"\nstart = [\"no-such-program-anywhere\"]\nrun_on = \"all\"\n",
         simple_config(listen, r#"[{ addr = "127.0.0.1:9" }]"#, "")
     );
     let (ok, _stdout, stderr) = check(&config);
-    assert!(ok, "the table itself is valid: {stderr}");
-    assert!(stderr.contains("does not run applications yet"), "{stderr}");
-    let mut node = Node::start(&config);
-    let status = node.wait_exit();
-    assert!(!status.success());
-    let log = node.log_text();
+    assert!(!ok, "{stderr}");
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("start = "))
+        .unwrap()
+        + 1;
     assert!(
-        log.contains("[[app]] worker") && log.contains("does not run applications yet"),
-        "{log}"
+        stderr.contains(&format!("check.toml:{line}:"))
+            && stderr.contains("not found on PATH"),
+        "{stderr}"
     );
 }
 

@@ -21,6 +21,12 @@ pub enum AdminCommand {
     Reload(oneshot::Sender<Result<Reloaded, ReloadRejected>>),
     /// Hand the master role of every instance to the peer.
     Swap(oneshot::Sender<Swapped>),
+    /// Restart, enable or disable one application.
+    App {
+        name: String,
+        ask: apps::Ask,
+        reply: oneshot::Sender<Result<apps::Ask, apps::UnknownApp>>,
+    },
     /// Drain (or enable again) one backend of one pool.
     SetDrained {
         pool: String,
@@ -86,6 +92,7 @@ pub(super) enum Answer {
     Reload(Result<Reloaded, ReloadRejected>),
     Swap(Swapped),
     SetDrained(Result<BackendSet, UnknownBackend>),
+    App(Result<apps::Ask, apps::UnknownApp>),
 }
 
 impl Answer {
@@ -110,6 +117,16 @@ impl Answer {
                 StatusCode::OK,
                 if drained { "drained" } else { "enabled" }.to_owned(),
             ),
+            Answer::App(Ok(ask)) => (
+                StatusCode::OK,
+                match ask {
+                    apps::Ask::Restart => "restarting",
+                    apps::Ask::Enable => "enabled",
+                    apps::Ask::Disable => "disabled",
+                }
+                .to_owned(),
+            ),
+            Answer::App(Err(unknown)) => (StatusCode::NOT_FOUND, unknown.to_string()),
             Answer::SetDrained(Err(UnknownBackend { pool, addr })) => (
                 StatusCode::NOT_FOUND,
                 format!("pool {pool:?} has no backend {addr}"),
@@ -177,6 +194,12 @@ mod tests {
                 })),
                 404,
                 "pool \"we\\\"b\" has no backend 10.0.0.1:80",
+            ),
+            (Answer::App(Ok(apps::Ask::Restart)), 200, "restarting"),
+            (
+                Answer::App(Err(apps::UnknownApp("db".into()))),
+                404,
+                "no application named \"db\"",
             ),
         ];
         for (answer, status, body) in cases {

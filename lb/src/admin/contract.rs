@@ -27,11 +27,14 @@ use serde::{Deserialize, Serialize};
 /// What `GET /status` returns: the node's roles, services, pools and how it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Every configured application (`[[app]]`); absent from a node older than them.
+    #[serde(default)]
+    pub apps: Vec<App>,
     /// How each data thread moves bytes, one entry per thread.
     pub data_threads: Vec<DataThread>,
     /// Backend up/down transitions since start.
     pub health_transitions: u64,
-    /// What `/healthz` says now: `primary`, `secondary`, `fault` or `stopping`.
+    /// What `/healthz` says now: `primary`, `secondary`, `starting`, `fault` or `stopping`.
     pub healthz: String,
     /// How the data threads move bytes, all told: `io_uring`, `epoll` or `mixed`.
     pub io: String,
@@ -44,6 +47,29 @@ pub struct Status {
     pub threads: usize,
     /// Every configured VRRP instance, running or not.
     pub vrrp: Vec<VrrpInstance>,
+}
+
+/// One application and where it stands on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// An operator disabled it (`tandem disable app`).
+    pub disabled: bool,
+    /// The instance whose master runs it (`run_on = "primary"`); `null` for `run_on = "all"`.
+    pub instance: Option<String>,
+    /// The latest reason it was unwell (a check's error, how it ended, why it did not start).
+    pub last_error: Option<String>,
+    pub name: String,
+    /// The program's pid while it runs.
+    pub pid: Option<u32>,
+    /// Restarts counted in the current `restart.within` window.
+    pub restarts: usize,
+    /// Restarts since the node started.
+    pub restarts_total: u64,
+    /// `primary` or `all`.
+    pub run_on: String,
+    pub seconds_in_state: f64,
+    /// `stopped`, `starting`, `running`, `restarting` or `failed`.
+    pub state: String,
 }
 
 /// One data thread.
@@ -221,6 +247,18 @@ pub(crate) mod tests {
             weight: 1,
         };
         Status {
+            apps: vec![App {
+                disabled: false,
+                instance: Some("v4".into()),
+                last_error: Some("the program ended (exit status: 1)".into()),
+                name: "db".into(),
+                pid: None,
+                restarts: 2,
+                restarts_total: 5,
+                run_on: "primary".into(),
+                seconds_in_state: 0.5,
+                state: "restarting".into(),
+            }],
             data_threads: vec![DataThread {
                 io: "epoll".into(),
                 thread: 0,
@@ -305,6 +343,8 @@ pub(crate) mod tests {
     #[test]
     fn unknowns_are_null_and_an_idle_instance_has_three_keys() {
         let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["apps"][0]["pid"], serde_json::Value::Null);
+        assert_eq!(v["apps"][0]["state"], "restarting");
         assert_eq!(v["vrrp"][0]["source"], serde_json::Value::Null);
         assert_eq!(v["vrrp"][0]["master"], "10.0.0.2");
         assert_eq!(

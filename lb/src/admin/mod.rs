@@ -2,7 +2,7 @@
 //!
 //! Reads (`/healthz`, `/livez`, `/status`, `/metrics`) are answered from state the node already
 //! holds; `/status` is a [`contract::Status`], the type clients read it back into. Mutations
-//! (`/swap`, drain/enable, `/reload`) need the bearer token and are carried out by the daemon's
+//! (`/swap`, drain/enable, `/reload`, application restart/enable/disable) need the bearer token and are carried out by the daemon's
 //! main loop, which owns the running state, through [`AdminCommand`]s whose typed answers
 //! become responses in one place (`command`). Every request gets an answer with a status
 //! code that says what went wrong: malformed or oversized input is a 4xx, never a panic and
@@ -76,6 +76,8 @@ pub struct AdminContext {
     pub monitor: Monitor,
     pub pools: watch::Receiver<PoolsHealth>,
     pub instance_statuses: watch::Receiver<InstanceStatuses>,
+    /// Each application's status channel, by name (replaced on reload).
+    pub apps: watch::Receiver<crate::applications::AppStatuses>,
     /// The bearer token for mutations; `None`: mutations are refused (403).
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
@@ -205,8 +207,32 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
                 "expected /pools/POOL/backends/ADDR/drain|enable",
             ),
         },
+        p if p.starts_with("/apps/") => match parse_app_path(p) {
+            Some((name, ask)) => {
+                let command = |reply| AdminCommand::App { name, ask, reply };
+                mutation(context, &req, command, Answer::App).await
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "expected /apps/NAME/restart|enable|disable",
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
     }
+}
+
+/// `/apps/{name}/{restart|enable|disable}` → (name, ask).
+fn parse_app_path(path: &str) -> Option<(String, apps::Ask)> {
+    let rest = path.strip_prefix("/apps/")?;
+    let (name, action) = rest.split_once('/')?;
+    let ask = match action {
+        "restart" => apps::Ask::Restart,
+        "enable" => apps::Ask::Enable,
+        "disable" => apps::Ask::Disable,
+        _ => return None,
+    };
+    let name = percent_decode(name)?;
+    (!name.is_empty()).then_some((name, ask))
 }
 
 /// A mutation: checks method and token, sends the command, and turns its typed answer into
@@ -337,6 +363,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_paths_name_the_app_and_the_action() {
+        assert_eq!(
+            parse_app_path("/apps/web/restart"),
+            Some(("web".to_owned(), apps::Ask::Restart))
+        );
+        assert_eq!(
+            parse_app_path("/apps/my%20db/disable"),
+            Some(("my db".to_owned(), apps::Ask::Disable))
+        );
+        for bad in [
+            "/apps//enable",
+            "/apps/web",
+            "/apps/web/stop",
+            "/apps/web/enable/x",
+            "/apps/%zz/enable",
+        ] {
+            assert_eq!(parse_app_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn backend_paths_parse_with_plain_and_escaped_addresses() {

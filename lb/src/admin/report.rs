@@ -33,7 +33,53 @@ pub(super) fn healthz(context: &AdminContext) -> Verdict {
             (state, v.track.as_slice())
         })
         .collect();
-    healthz::verdict(&states, &context.pools.borrow())
+    let app_statuses = context.apps.borrow().clone();
+    let mirror_apps: Vec<apps::State> = config
+        .apps
+        .iter()
+        .filter(|a| crate::applications::instance_of(a).is_some())
+        .map(|a| {
+            app_statuses
+                .get(&a.name)
+                .map_or(apps::State::Stopped, |s| s.borrow().state)
+        })
+        .collect();
+    healthz::verdict(&states, &context.pools.borrow(), &mirror_apps)
+}
+
+/// Each configured application, as `/status` shows it.
+fn apps(
+    context: &AdminContext,
+    config: &crate::config::Config,
+    now: Instant,
+) -> Vec<contract::App> {
+    let statuses = context.apps.borrow().clone();
+    config
+        .apps
+        .iter()
+        .map(|a| {
+            let status = statuses.get(&a.name).map(|s| s.borrow().clone());
+            let instance = crate::applications::instance_of(a).map(str::to_owned);
+            contract::App {
+                disabled: status.as_ref().is_some_and(|s| s.disabled),
+                last_error: status.as_ref().and_then(|s| s.last_error.clone()),
+                name: a.name.clone(),
+                pid: status.as_ref().and_then(|s| s.pid),
+                restarts: status.as_ref().map_or(0, |s| s.restarts),
+                restarts_total: status.as_ref().map_or(0, |s| s.restarts_total),
+                run_on: if instance.is_some() { "primary" } else { "all" }.to_owned(),
+                instance,
+                seconds_in_state: status
+                    .as_ref()
+                    .map_or(0.0, |s| now.duration_since(s.since).as_secs_f64()),
+                state: status
+                    .as_ref()
+                    .map_or(apps::State::Stopped, |s| s.state)
+                    .as_str()
+                    .to_owned(),
+            }
+        })
+        .collect()
 }
 
 pub(super) fn status_json(context: &AdminContext) -> String {
@@ -157,6 +203,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
         })
         .collect();
     contract::Status {
+        apps: apps(context, &config, now),
         data_threads: context
             .data_threads
             .iter()
@@ -390,6 +437,28 @@ pub(super) fn metrics(context: &AdminContext) -> String {
             let l = labels(&[("instance", name), ("reason", reason)]);
             v_drop.get_or_create(&l).inc_by(*n);
         }
+    }
+    let a_state = gauges(
+        &mut r,
+        "app_state",
+        "1 for the state each application is in on this node",
+    );
+    let a_restarts = counters(&mut r, "app_restarts", "Application restarts since start");
+    for (name, status) in context.apps.borrow().iter() {
+        let s = status.borrow().clone();
+        for state in [
+            apps::State::Stopped,
+            apps::State::Starting,
+            apps::State::Running,
+            apps::State::Restarting,
+            apps::State::Failed,
+        ] {
+            let l = labels(&[("app", name), ("state", state.as_str())]);
+            a_state.get_or_create(&l).set(i64::from(s.state == state));
+        }
+        a_restarts
+            .get_or_create(&labels(&[("app", name)]))
+            .inc_by(s.restarts_total);
     }
     let reloads = counters(&mut r, "reloads", "Configuration reloads, by result");
     for (result, v) in [

@@ -3,8 +3,8 @@
 //! Holds the checked type ([`AppConfig`]), the raw form as written and the checks: a unique
 //! name, a start program given by absolute path or found on `PATH`, where it runs (`run_on`:
 //! the primary of a `[[vrrp]]` instance only, or every node), its health checks (the `health`
-//! kinds, against local ports), and its restart policy. This build checks the tables but does not run applications yet: a
-//! node refuses to start (or reload) with any, rather than leave them unsupervised.
+//! kinds, against local ports), its restart policy, and what its failure does to the role
+//! (FAULT, or a priority `weight`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,6 +39,12 @@ pub struct AppConfig {
     pub restart: apps::Policy,
     /// How long a stop may take before the group is killed. Default 10s.
     pub stop_timeout: Duration,
+    /// With `run_on = "primary"`: a failed app lowers its instance's priority by this much
+    /// (as a tracked pool does) instead of putting it in FAULT.
+    pub weight: Option<u8>,
+    /// A reload that changes the table restarts a running app at once, rather than at its
+    /// next start.
+    pub restart_on_change: bool,
 }
 
 /// Where an application runs.
@@ -65,6 +71,8 @@ pub(crate) struct RawApp {
     pub start_timeout: Option<Spanned<String>>,
     pub stop_timeout: Option<Spanned<String>>,
     pub reset_after: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
+    pub restart_on_change: Option<Spanned<bool>>,
 }
 
 /// `restart = { max = 3, within = "5m", backoff = "1s", backoff_max = "30s" }`.
@@ -179,6 +187,15 @@ impl Validator<'_> {
                 .to_owned();
             self.error(span, message);
         }
+        let weight = r.weight.as_ref().map(|w| {
+            if !matches!(run_on, Some(RunOn::Primary { .. })) {
+                let message = "weight is for run_on = \"primary\": it lowers the priority of \
+                               the instance the app is bound to"
+                    .to_owned();
+                self.error(w.span(), message);
+            }
+            self.int("weight", &Some(w.clone()), 1..=254, 1)
+        });
         Some(AppConfig {
             name: r.name.get_ref().clone(),
             start: start?,
@@ -194,6 +211,8 @@ impl Validator<'_> {
                 reset_after,
             },
             stop_timeout,
+            weight,
+            restart_on_change: r.restart_on_change.as_ref().is_some_and(|b| *b.get_ref()),
         })
     }
 

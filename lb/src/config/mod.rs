@@ -41,7 +41,7 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Virtual routers this node takes part in (`[[vrrp]]`); empty: no failover.
     pub vrrp: Vec<VrrpConfig>,
-    /// Applications the pair keeps alive (`[[app]]`); checked, not yet run by this build.
+    /// Applications the pair keeps alive (`[[app]]`).
     pub apps: Vec<AppConfig>,
 }
 

@@ -5,7 +5,8 @@
 //! drive a whole node inside their process.
 //!
 //! The main loop owns everything a reload or an admin mutation changes: the data plane
-//! ([`DataPlane`]), the failover instances, the admin server and the token. Other tasks
+//! ([`DataPlane`]), the failover instances, the applications, the admin server and the
+//! token. Other tasks
 //! only read (through watch channels) or ask (through the admin command channel), so a change
 //! never races another.
 
@@ -19,11 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::admin::{AdminBindError, AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
+use crate::applications::{self, AppStatuses};
 use crate::config::{Config, ConfigErrors};
 use crate::data_plane::{BindError, DataPlane};
 use crate::data_threads::{DataThreads, DataThreadsError};
 use crate::failover::Failover;
 use crate::sd_notify;
+use crate::tasks::Tasks;
 
 /// Why a node did not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,20 +45,6 @@ pub enum NodeError {
     AdminBind(#[from] AdminBindError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error(
-        "[[app]] {0}: this build checks [[app]] tables but does not run applications yet; \
-         remove them rather than leave the application unsupervised"
-    )]
-    AppsNotRun(String),
-}
-
-/// Refuses a config with applications, which this build would leave unsupervised.
-pub fn refuse_apps(config: &Config) -> Result<(), NodeError> {
-    if config.apps.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
-    Err(NodeError::AppsNotRun(names.join(", ")))
 }
 
 /// What makes the main loop reload or stop: signals in the daemon, calls in a test. Clones
@@ -119,7 +108,6 @@ pub async fn serve(
     config_path: &Path,
     triggers: Triggers,
 ) -> Result<(), NodeError> {
-    refuse_apps(&config)?;
     let token = reload::resolve_token(&config).map_err(NodeError::AdminToken)?;
     let data_threads = if config.node.threads > 1 {
         DataThreads::start(config.node.threads, config.node.io)?
@@ -131,6 +119,13 @@ pub async fn serve(
     // The admin API first (its bind is the last thing that can fail), then VRRP: a node that
     // cannot start never holds a VIP it would not give back.
     let (instance_statuses, statuses_rx) = watch::channel(InstanceStatuses::new());
+    // Applications are supervised from here on, but none runs before the election says so
+    // (a farm application: once the node is up).
+    let mut apps = apps::Apps::new();
+    let node_name = data_plane.config().node.name.clone();
+    apps.apply(applications::specs(&node_name, &data_plane.config().apps))
+        .await;
+    let (app_statuses, app_statuses_rx) = watch::channel(apps.statuses());
     let (token, token_rx) = watch::channel(token);
     let (commands_tx, mut commands) = mpsc::channel(16);
     let reloads = Arc::new(ReloadCounts::default());
@@ -140,6 +135,7 @@ pub async fn serve(
         monitor: data_plane.monitor().clone(),
         pools: data_plane.pools_health(),
         instance_statuses: statuses_rx,
+        apps: app_statuses_rx,
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
@@ -148,11 +144,13 @@ pub async fn serve(
     });
     let admin = AdminServer::start(data_plane.config().node.admin, context.clone()).await?;
     vrrp::instance::set_election_priority(data_plane.config().node.realtime_priority);
-    let failover = match Failover::start(&data_plane.config().vrrp, data_plane.pools_health()).await
-    {
+    let config = data_plane.config();
+    let failures = applications::failures(&config.apps, &apps);
+    let failover = match Failover::start(&config.vrrp, data_plane.pools_health(), &failures).await {
         Ok(f) => f,
         Err(e) => {
             admin.stop();
+            apps.stop(|_| true).await;
             return Err(e.into());
         }
     };
@@ -162,11 +160,16 @@ pub async fn serve(
         data_plane,
         failover,
         instance_statuses,
+        apps,
+        app_statuses,
+        roles: Tasks::new(),
+        swap_hold: watch::channel(false).0,
         token,
         admin,
         context,
         reloads,
     };
+    node.follow_roles();
     let config = node.data_plane.config();
     tracing::info!(config = %config_path.display(), threads = config.node.threads,
         io = data_threads.io().as_str(), admin = ?config.node.admin,
@@ -194,11 +197,23 @@ pub async fn serve(
     let _ = node
         .instance_statuses
         .send(node.failover.instance_statuses());
+    // Then the primary's applications, which the peer now starts; farm applications serve
+    // until the drain is over.
+    let config = node.data_plane.config();
+    node.apps
+        .stop(|name| {
+            config
+                .apps
+                .iter()
+                .any(|a| a.name == name && applications::instance_of(a).is_some())
+        })
+        .await;
     let deadline = node.data_plane.config().node.drain_timeout;
     tracing::info!("{stop_reason}: no longer accepting");
     let left = node.data_plane.shutdown(deadline).await;
     // What the drain left open is dropped with the data threads' runtimes, as resets.
     data_threads.stop();
+    node.apps.stop(|_| true).await;
     node.admin.stop();
     if left > 0 {
         tracing::warn!(
@@ -218,10 +233,30 @@ struct Node {
     data_plane: DataPlane,
     failover: Failover,
     instance_statuses: watch::Sender<InstanceStatuses>,
+    apps: apps::Apps,
+    app_statuses: watch::Sender<AppStatuses>,
+    /// Keep each application's role input current; replaced with the instances.
+    roles: Tasks,
+    /// Set while a swap stops the primary's applications before it hands the role over.
+    swap_hold: watch::Sender<bool>,
     token: watch::Sender<Option<String>>,
     admin: AdminServer,
     context: Arc<AdminContext>,
     reloads: Arc<ReloadCounts>,
+}
+
+impl Node {
+    /// Points each application's role input at the instances now running.
+    fn follow_roles(&mut self) {
+        let config = self.data_plane.config();
+        let (tasks, roles) = applications::roles(
+            &config.apps,
+            &self.failover.instance_statuses(),
+            &self.swap_hold.subscribe(),
+        );
+        self.roles = tasks;
+        self.apps.follow(roles);
+    }
 }
 
 fn listen_list(config: &Config) -> String {

@@ -1,11 +1,12 @@
 //! One reload: re-read the config file and commit all of it (data plane, health checks,
-//! failover instances, the admin token and address), or, when the file or a bind is bad,
+//! applications, failover instances, the admin token and address), or, when the file or a bind is bad,
 //! none of the data plane, leaving the node serving what it served.
 
 use std::time::Duration;
 
 use super::Node;
 use crate::admin::{AdminServer, ReloadRejected, Reloaded};
+use crate::applications;
 use crate::config::{self, Config};
 use crate::sd_notify;
 
@@ -36,17 +37,25 @@ impl Node {
 
     async fn try_reload(&mut self) -> Result<Reloaded, ReloadRejected> {
         let config = config::load(&self.config_path).map_err(rejected)?;
-        super::refuse_apps(&config).map_err(rejected)?;
         let token = resolve_token(&config).map_err(rejected)?;
         let summary = self.data_plane.apply(config).map_err(rejected)?;
         let mut notes = Vec::new();
-        for error in self.failover.apply(&self.data_plane.config().vrrp).await {
+        let config = self.data_plane.config();
+        // Removed applications are stopped here; changed ones take their table at their next
+        // start.
+        self.apps
+            .apply(applications::specs(&config.node.name, &config.apps))
+            .await;
+        let _ = self.app_statuses.send(self.apps.statuses());
+        let failures = applications::failures(&config.apps, &self.apps);
+        for error in self.failover.apply(&config.vrrp, &failures).await {
             tracing::error!("{error}");
             notes.push(error.to_string());
         }
         let _ = self
             .instance_statuses
             .send(self.failover.instance_statuses());
+        self.follow_roles();
         let _ = self.token.send(token);
         let admin = self.data_plane.config().node.admin;
         if admin != self.admin.addr {
