@@ -491,6 +491,9 @@ VRRP       STATE   PRIO  EFFECTIVE  MASTER
 v4         BACKUP   100         90  10.0.0.2
 v6         INIT       -          -  -
 
+APP        RUN ON              STATE       PID      RESTARTS  LAST ERROR
+db         primary of v4       restarting  -               2  the program ended (exit status: 1)
+
 SERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED
 svc        0.0.0.0:8080                1         5        0
 

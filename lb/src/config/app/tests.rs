@@ -47,6 +47,18 @@ fn a_mirror_app_parses_with_its_defaults() {
         }
     );
     assert_eq!(a.stop_timeout, Duration::from_secs(10));
+    assert_eq!(a.weight, None, "a failure puts the instance in FAULT");
+    assert!(!a.restart_on_change);
+}
+
+#[test]
+fn a_weight_and_restart_on_change_parse() {
+    let a = app(&with_app(
+        "name = \"db\"\nstart = [\"/bin/db\"]\ninstance = \"front\"\nweight = 60\n\
+         restart_on_change = true",
+    ));
+    assert_eq!(a.weight, Some(60));
+    assert!(a.restart_on_change);
 }
 
 #[test]
@@ -120,6 +132,18 @@ fn bad_app_tables_are_located() {
         10,
         19,
         "no peer to take over",
+    );
+    assert_error(
+        &with_app("name = \"db\"\nstart = [\"/bin/db\"]\nrun_on = \"all\"\nweight = 10"),
+        10,
+        10,
+        "weight is for run_on = \"primary\"",
+    );
+    assert_error(
+        &with_app("name = \"db\"\nstart = [\"/bin/db\"]\ninstance = \"front\"\nweight = 0"),
+        10,
+        10,
+        "weight",
     );
     assert_error(
         &with_app("name = \"db\"\ninstance = \"front\""),
