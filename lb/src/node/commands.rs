@@ -74,10 +74,10 @@ impl Node {
                 .map(|a| a.stop_timeout)
                 .max()
                 .unwrap_or_default();
-            let statuses = self.app_statuses.borrow().clone();
+            let app_statuses = self.app_statuses.borrow().clone();
             let stopped = async {
                 for app in &bound {
-                    if let Some(status) = statuses.get(&app.name) {
+                    if let Some(status) = app_statuses.get(&app.name) {
                         let mut status = status.clone();
                         let _ = status
                             .wait_for(|s| {
