@@ -449,6 +449,14 @@ fn swap_moves_the_app_and_the_vip_to_the_peer() {
     wait_app_running(&rack, &dirs, 1, None, &nodes);
     wait_app_not_running(&rack, &dirs, 0, "stopped", &nodes);
     assert!(!dirs.is_app_of(0, pid));
+    // In that order: the app stopped before lb1 gave the role up (one copy at most runs).
+    let log = lb1.log_text();
+    let stopped = log.find("application stopped");
+    let resigned = log.find("MASTER -> BACKUP");
+    assert!(
+        stopped.is_some() && resigned.is_some() && stopped < resigned,
+        "{log}"
+    );
 
     // lb1 does not take the role back by preemption after a swap.
     std::thread::sleep(Duration::from_millis(1000));
