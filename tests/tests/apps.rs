@@ -548,3 +548,95 @@ peers = ["{peer}"]
     assert!(dirs.running_pid(1).is_none());
     assert!(!has_addr(&rack.lbs[0], rack.vip) && !has_addr(&rack.lbs[1], rack.vip));
 }
+
+/// How long clients on the VIP go unserved, from `kill -9` of lb1's app to the first
+/// connection served by `by`'s copy: probed from the client every 5 ms (100 ms connect and
+/// read bounds), for at most 30 s.
+fn outage_after_kill(rack: &Rack, pid: i32, by: &str) -> Duration {
+    let target = SocketAddr::from((rack.vip, common::rack::PORT));
+    let (client, by) = (rack.client.clone(), by.to_owned());
+    let killed = Instant::now();
+    kill9(pid);
+    in_netns(&client, move || {
+        while killed.elapsed() < Duration::from_secs(30) {
+            let served = which_backend_within(target, Duration::from_millis(100));
+            if served.is_ok_and(|name| name == by) {
+                return killed.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{by} never served the VIP within 30 s of the kill");
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The benchmark of BENCHMARKS.md's application section: the client-seen outage of an app
+/// crash restarted here, and of a crash that exhausts the restarts (`max = 0`) and moves the
+/// VIP to the peer, which starts its copy. 100 ms adverts, checks every second (rise 2,
+/// fall 3), the default 1 s backoff; five trials of each; prints each trial and the medians.
+#[test]
+#[ignore = "a benchmark (about a minute): cargo test --release -p tandem-tests --test apps -- --ignored --nocapture"]
+fn bench_outage_of_a_local_restart_and_of_a_failover_to_the_peer() {
+    let Some(rack) = Rack::new("apps outage bench") else {
+        return;
+    };
+    const TRIALS: usize = 5;
+    let dirs = AppDirs::new();
+    let table = |i: usize, max: u32| {
+        let argv: Vec<String> = start_argv(&dirs, i)
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        format!(
+            r#"
+[[app]]
+name = "web"
+start = [{argv}]
+{MIRROR}
+checks = [{{ kind = "tcp", port = 80, interval = "1s", timeout = "500ms" }}]
+restart = {{ max = {max}, within = "2s", backoff = "1s" }}
+"#,
+            argv = argv.join(", ")
+        )
+    };
+    let [lb1, lb2] = start_pair(&rack, |i| table(i, 3));
+    let nodes = [&lb1, &lb2];
+
+    let mut local = Vec::new();
+    let mut pid = wait_app_running(&rack, &dirs, 0, None, &nodes);
+    for trial in 0..TRIALS {
+        // A run of `within` (2 s) starts the next backoff afresh: every trial sees the first.
+        std::thread::sleep(Duration::from_millis(2500));
+        let outage = outage_after_kill(&rack, pid, "lb1");
+        println!("local restart, trial {trial}: {outage:?}");
+        local.push(outage);
+        pid = wait_app_running(&rack, &dirs, 0, Some(pid), &nodes);
+        assert!(rack.vip_only_on(0), "the VIP moved\n{}", logs_of(&nodes));
+    }
+
+    // Out of restarts at the first failure: the peer takes the role and starts its copy.
+    lb1.reload(&node_config(&rack, 0, 150, &table(0, 0)));
+    lb1.wait_log("configuration reloaded", 1);
+    let mut failover = Vec::new();
+    for trial in 0..TRIALS {
+        wait_for("lb1 serves", &nodes, || {
+            rack.served_by().as_deref() == Some("lb1")
+        });
+        let pid = wait_app_running(&rack, &dirs, 0, None, &nodes);
+        let outage = outage_after_kill(&rack, pid, "lb2");
+        println!("failover to the peer, trial {trial}: {outage:?}");
+        failover.push(outage);
+        // Back to lb1: enabled, it preempts, and lb2's copy stops.
+        let (code, body) = ask(&rack.lbs[0], "POST", "/apps/web/enable".to_owned()).unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    println!(
+        "median client-seen outage: local restart {:?}, failover to the peer {:?} ({TRIALS} trials each)",
+        median(local),
+        median(failover)
+    );
+}

@@ -65,8 +65,8 @@ fn cli(admin: SocketAddr, args: &[&str]) -> (bool, String) {
         .args(["--admin", &admin.to_string(), "--token", ADMIN_TOKEN])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -135,7 +135,10 @@ fn a_farm_app_is_kept_running_obeys_the_operator_and_ends_with_the_node() {
     });
     assert!(!alive(third));
     let (ok, text) = cli(admin, &["status"]);
-    assert!(ok && text.contains("worker") && text.contains("running"), "{text}");
+    assert!(
+        ok && text.contains("worker") && text.contains("running"),
+        "{text}"
+    );
 
     // A reload without the table stops it; one with it starts it again.
     let fourth = app_status(admin)["pid"].as_u64().unwrap();

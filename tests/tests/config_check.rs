@@ -93,8 +93,7 @@ fn an_app_table_with_a_bad_program_is_an_error_with_its_line() {
         .unwrap()
         + 1;
     assert!(
-        stderr.contains(&format!("check.toml:{line}:"))
-            && stderr.contains("not found on PATH"),
+        stderr.contains(&format!("check.toml:{line}:")) && stderr.contains("not found on PATH"),
         "{stderr}"
     );
 }
