@@ -71,7 +71,7 @@ pub async fn run_with_env(
     timeout: Duration,
 ) -> Result<Finished, RunError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let (mut child, mut group) = spawn_in_group(argv, env)?;
+    let (mut child, mut group) = spawn_in_group(argv, env, false)?;
     let program = &argv[0];
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -104,26 +104,34 @@ pub async fn run_with_env(
 /// Starts `argv` (no shell) with stdin closed, stdout and stderr piped and `env` added, as the
 /// leader of a process group of its own (pgid = its pid), so one kill reaches everything it
 /// starts. Should even the caller's reap be cancelled, tokio still kills and reaps the leader.
+///
+/// `tied`: the program is also killed if the daemon dies without stopping it (see
+/// [`syscall::process::kill_when_parent_thread_ends`]); for long-running programs started
+/// from the main thread.
 pub(crate) fn spawn_in_group(
     argv: &[String],
     env: &[(String, String)],
+    tied: bool,
 ) -> Result<(tokio::process::Child, GroupKill), RunError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(RunError::Empty);
     };
-    let child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| RunError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    if tied {
+        syscall::process::kill_when_parent_thread_ends(&mut command);
+    }
+    let child = command.spawn().map_err(|source| RunError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     let group = GroupKill::of(&child);
     Ok((child, group))
 }

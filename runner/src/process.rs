@@ -29,9 +29,11 @@ pub struct Process {
 
 impl Process {
     /// Starts `argv` (no shell) with stdin closed, `env` added to the daemon's environment,
-    /// in a process group of its own; each line it prints is logged under `name`.
+    /// in a process group of its own; each line it prints is logged under `name`. The program
+    /// is killed if the thread calling this ends (the daemon dies) before stopping it: call it
+    /// from a thread that lives as long as the daemon.
     pub fn spawn(name: &str, argv: &[String], env: &[(String, String)]) -> Result<Self, RunError> {
-        let (mut child, group) = spawn_in_group(argv, env)?;
+        let (mut child, group) = spawn_in_group(argv, env, true)?;
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(log_lines(name.to_owned(), "stdout", stdout));
         }

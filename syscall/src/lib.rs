@@ -11,7 +11,9 @@
 //! - [`socket`]: what socket2 leaves to raw code: a receive with its control messages, and a
 //!   link-layer (`AF_PACKET`) destination address.
 //! - [`thread`]: real-time scheduling for a thread that must run on time (the VRRP election).
+//! - [`process`]: a child program killed when the daemon dies (applications).
 
+pub mod process;
 pub mod reactor;
 pub mod socket;
 pub mod thread;

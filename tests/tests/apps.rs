@@ -26,8 +26,9 @@ fn test_app() -> &'static str {
 }
 
 /// A directory per node for its app's pidfile and refuse file. When dropped (after the nodes:
-/// declare it before them), it stops by PID every app process still running from it — a node
-/// killed by its handle leaves its app running — then deletes the directories.
+/// declare it before them), it stops by PID every app process still running from it (a node
+/// killed by its handle takes its app down, but a test that fails midway must leave nothing
+/// behind either), then deletes the directories.
 struct AppDirs {
     dirs: [TempDir; 2],
     /// Each node's app pidfile: `app.pid` in its directory unless a test names it otherwise.

@@ -143,12 +143,13 @@ fn a_farm_app_is_kept_running_obeys_the_operator_and_ends_with_the_node() {
     // A reload without the table stops it; one with it starts it again.
     let fourth = app_status(admin)["pid"].as_u64().unwrap();
     node.reload(&config(listen, admin, &pidfile, false));
-    wait_until("removed by the reload", || {
+    wait_until("the app removed by the reload stops", || !alive(fourth));
+    assert!(
         common::admin(admin, "GET", "/status", false)
             .1
-            .contains("\"apps\": []")
-    });
-    assert!(!alive(fourth), "a removed app is stopped");
+            .contains("\"apps\": []"),
+        "gone from /status"
+    );
     node.reload(&config(listen, admin, &pidfile, true));
     let fifth = running_pid(admin, &node);
 
@@ -160,4 +161,24 @@ fn a_farm_app_is_kept_running_obeys_the_operator_and_ends_with_the_node() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(fifth), "the app outlived the node");
+}
+
+/// A node killed outright (SIGKILL: no cleanup runs) takes its application with it: a copy
+/// left running would run beside the one the peer starts.
+#[test]
+fn an_app_does_not_outlive_a_node_killed_outright() {
+    let dir = TempDir::create();
+    let pidfile = dir.path().join("worker.pid");
+    let ip = IpAddr::V4(loopback_ip());
+    let (listen, admin) = (free_addr(ip), free_addr(ip));
+    let mut node = Node::start_listening(&config(listen, admin, &pidfile, true), listen);
+    node.wait_listening(admin);
+    let pid = running_pid(admin, &node);
+    node.signal(rustix::process::Signal::KILL);
+    node.wait_exit();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the app {pid} outlived its node");
 }
