@@ -6,9 +6,8 @@
 //!
 //! The main loop owns everything a reload or an admin mutation changes: the data plane
 //! ([`DataPlane`]), the failover instances, the applications, the admin server and the
-//! token. Other tasks
-//! only read (through watch channels) or ask (through the admin command channel), so a change
-//! never races another.
+//! token. Other tasks only read (through watch channels) or ask (through the admin command
+//! channel), so a change never races another.
 
 mod commands;
 mod reload;
