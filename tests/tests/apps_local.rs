@@ -182,3 +182,45 @@ fn an_app_does_not_outlive_a_node_killed_outright() {
     }
     assert!(!alive(pid), "the app {pid} outlived its node");
 }
+
+/// A reload leaves an unchanged app alone; a changed one keeps running until its next start,
+/// unless its table says `restart_on_change`.
+#[test]
+fn a_reload_restarts_an_app_only_when_its_table_changed_and_asks_for_it() {
+    let dir = TempDir::create();
+    let pidfile = dir.path().join("worker.pid");
+    let ip = IpAddr::V4(loopback_ip());
+    let (listen, admin) = (free_addr(ip), free_addr(ip));
+    let base = config(listen, admin, &pidfile, true);
+    let mut node = Node::start_listening(&base, listen);
+    node.wait_listening(admin);
+    let first = running_pid(admin, &node);
+
+    let reload = |node: &Node, text: &str, count: usize| {
+        node.reload(text);
+        node.wait_log("configuration reloaded", count);
+    };
+    reload(&node, &base, 1);
+    let changed = base.replace("stop_timeout = \"2s\"", "stop_timeout = \"3s\"");
+    assert_ne!(changed, base);
+    reload(&node, &changed, 2);
+    // Give a wrongful restart time to show.
+    std::thread::sleep(Duration::from_millis(500));
+    let app = app_status(admin);
+    assert_eq!(app["pid"], first, "{app}");
+    assert!(alive(first));
+
+    let restart = changed.replace(
+        "stop_timeout = \"3s\"",
+        "stop_timeout = \"2s\"\nrestart_on_change = true",
+    );
+    reload(&node, &restart, 3);
+    wait_until("restarted for its changed table", || {
+        let app = app_status(admin);
+        app["state"] == "running" && app["pid"].as_u64().is_some_and(|p| p != first)
+    });
+    assert!(!alive(first));
+    assert_eq!(app_status(admin)["restarts_total"], 0, "not a failure");
+    node.signal(rustix::process::Signal::TERM);
+    assert!(node.wait_exit().success(), "{}", node.log_text());
+}
