@@ -75,11 +75,21 @@ async fn probe_loop(shared: Arc<Shared>, index: usize, check: Check) {
     let mut ticks = tokio::time::interval(check.interval.max(Duration::from_millis(10)));
     // A probe that overran its interval is followed by the next one, not by a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut host_fault_logged: Option<Instant> = None;
     loop {
         ticks.tick().await;
-        let result = probe(&check.spec, check.timeout)
-            .await
-            .map_err(|e| e.to_string());
+        let result = match probe(&check.spec, check.timeout).await {
+            // This host ran out of something: says nothing of the application.
+            Err(e) if e.is_host_fault() => {
+                let now = Instant::now();
+                if host_fault_logged.is_none_or(|at| now - at >= Duration::from_secs(10)) {
+                    host_fault_logged = Some(now);
+                    tracing::warn!(error = %e, "application check failed for want of this host's resources; not counted (logged once per 10 s)");
+                }
+                continue;
+            }
+            result => result.map_err(|e| e.to_string()),
+        };
         let error = result.as_ref().err().cloned();
         let mut statuses = shared
             .statuses

@@ -27,6 +27,10 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// only burn CPU. Config validation is expected to refuse such values long before this.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
+/// Host faults are logged at most this often (with the count in between): an exhausted host
+/// fails every probe, and a line per probe would flood the log when it can least afford it.
+const HOST_FAULT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// One checked address in one group: for a backend, its pool (the same address in two pools
 /// is two targets, since each pool may check it differently); for anything else, a label of
 /// the caller's (a VRRP instance's gateway, say).
@@ -95,6 +99,12 @@ struct Shared {
     states: Mutex<HashMap<TargetId, Entry>>,
     events: broadcast::Sender<Transition>,
     transitions: AtomicU64,
+    /// Probes that failed for want of this host's resources (see
+    /// [`crate::CheckError::is_host_fault`]), recorded against no target.
+    host_faults: AtomicU64,
+    /// When a host fault was last logged, and how many came since (logged at most once per
+    /// [`HOST_FAULT_LOG_EVERY`]).
+    host_fault_log: Mutex<(Option<Instant>, u64)>,
 }
 
 struct Entry {
@@ -134,6 +144,8 @@ impl Monitor {
                     states: Mutex::new(HashMap::new()),
                     events,
                     transitions: AtomicU64::new(0),
+                    host_faults: AtomicU64::new(0),
+                    host_fault_log: Mutex::new((None, 0)),
                 }),
                 tasks: Mutex::new(HashMap::new()),
                 runtime: Handle::current(),
@@ -232,6 +244,12 @@ impl Monitor {
         self.inner.shared.transitions.load(Ordering::Relaxed)
     }
 
+    /// Probes since start that failed for want of this host's resources and so were not
+    /// counted against their targets (for `/metrics`).
+    pub fn host_faults_total(&self) -> u64 {
+        self.inner.shared.host_faults.load(Ordering::Relaxed)
+    }
+
     #[cfg(test)]
     fn generation(&self, id: &TargetId) -> Option<u64> {
         lock(&self.inner.shared.states)
@@ -279,6 +297,24 @@ impl Shared {
         true
     }
 
+    /// Counts a probe that failed for want of this host's resources, and logs it at most
+    /// once per [`HOST_FAULT_LOG_EVERY`].
+    fn host_fault(&self, id: &TargetId, error: &crate::CheckError) {
+        self.host_faults.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut log = lock(&self.host_fault_log);
+        log.1 += 1;
+        if log
+            .0
+            .is_none_or(|at| now.duration_since(at) >= HOST_FAULT_LOG_EVERY)
+        {
+            let count = std::mem::take(&mut log.1);
+            log.0 = Some(now);
+            tracing::warn!(backend = %id, %error, probes = count,
+                "health probe failed for want of this host's resources; not counted against the backend");
+        }
+    }
+
     /// Logs, counts and broadcasts one transition. Called with the states lock held.
     fn publish(&self, id: &TargetId, change: Change, at: Instant) {
         self.transitions.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +347,11 @@ async fn run_target(shared: Arc<Shared>, target: Target, generation: u64) {
         let result = probe(&target.spec, target.timeout).await;
         let took = started.elapsed();
         if let Err(error) = &result {
+            if error.is_host_fault() {
+                // Says nothing of the target: it keeps its state and counts.
+                shared.host_fault(&target.id, error);
+                continue;
+            }
             tracing::debug!(backend = %target.id, %error, "health check failed");
         }
         let result = result.map_err(|e| e.to_string());

@@ -72,3 +72,75 @@ fn out_of_descriptors_the_node_backs_off_and_recovers() {
             .is_ok_and(|name| name == "a")
     });
 }
+
+/// Out of descriptors, the health checker's own probes fail too (EMFILE): that is this host's
+/// fault, not the backends'. They keep their state, so the moment descriptors are back the
+/// next client is served, with no wait for `rise` probes.
+#[test]
+fn out_of_descriptors_health_checks_do_not_blame_the_backends() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let ip = IpAddr::V4(loopback_ip());
+    let (listen, admin) = (free_addr(ip), free_addr(ip));
+    // One failed probe would take a backend down, and one good one bring it back: any probe
+    // counted against a backend shows as a transition.
+    let health = r#"
+health = { kind = "tcp", interval = "50ms", timeout = "40ms", rise = 1, fall = 1 }"#;
+    let config = format!(
+        "{}{health}\n",
+        simple_config(listen, &backend_list(&[&a, &b]), "")
+    )
+    .replace("admin = \"\"", &format!("admin = \"{admin}\""));
+    let node = Node::start_with_fd_limit(&config, 48);
+    node.wait_listening(listen);
+    node.wait_listening(admin);
+
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let served = Client::connect(listen).and_then(|mut c| {
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(1500)))?;
+            c.backend_name().map(|_| c)
+        });
+        match served {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() < 60, "the descriptor limit was never reached");
+    // Ten probe intervals with no descriptor to probe with.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+
+    wait_until("the admin API answers again", || {
+        http_raw(admin, "GET /metrics HTTP/1.1\r\nHost: a", b"").is_some()
+    });
+    let (_, metrics) = common::admin(admin, "GET", "/metrics", false);
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim_start_matches("{}")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(
+        counter("tandem_health_host_faults_total") > 0,
+        "the probes never ran out of descriptors: the test proves nothing\n{}",
+        node.log_text()
+    );
+    assert_eq!(
+        counter("tandem_health_transitions_total"),
+        0,
+        "a backend was marked down for this host's fault\n{}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text().contains("not counted against the backend"),
+        "{}",
+        node.log_text()
+    );
+}

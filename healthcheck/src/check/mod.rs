@@ -124,6 +124,41 @@ pub enum CheckError {
     InvalidSpec(String),
 }
 
+impl CheckError {
+    /// Whether this host, not the target, failed the probe: out of descriptors, memory,
+    /// buffers, ephemeral ports or processes. Such a result says nothing of the target, so it
+    /// must not count against it: a flood that exhausts the node's descriptors would
+    /// otherwise mark every healthy backend down.
+    pub fn is_host_fault(&self) -> bool {
+        let io = match self {
+            CheckError::Connect(e) | CheckError::Io(e) => e,
+            // fork hit the process limit.
+            CheckError::Spawn { source, .. } if source.raw_os_error() == Some(libc::EAGAIN) => {
+                return true;
+            }
+            CheckError::Spawn { source, .. } => source,
+            CheckError::Http(e) => {
+                // hyper keeps the i/o error it hit as its source.
+                match std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>()) {
+                    Some(e) => e,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        is_host_errno(io)
+    }
+}
+
+/// The errnos that say the host ran out of something (see [`CheckError::is_host_fault`]);
+/// EADDRNOTAVAIL on a connect: out of ephemeral ports.
+fn is_host_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Which HTTP status codes count as alive: single codes and inclusive ranges, comma-separated
 /// (`"200"`, `"200-399"`, `"200,204,300-399"`). Ranges are kept in the order written, not
 /// merged, so `to_string` gives back what was parsed (less whitespace): operators see their own
@@ -283,6 +318,41 @@ mod tests {
 
     fn m(s: &str) -> StatusMatcher {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn running_out_of_descriptors_memory_or_ports_is_the_host_s_fault_not_the_target_s() {
+        let os = io::Error::from_raw_os_error;
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+        ] {
+            assert!(CheckError::Connect(os(errno)).is_host_fault(), "{errno}");
+            assert!(CheckError::Io(os(errno)).is_host_fault(), "{errno}");
+        }
+        let spawn = |errno| CheckError::Spawn {
+            program: "x".into(),
+            source: os(errno),
+        };
+        assert!(
+            spawn(libc::EAGAIN).is_host_fault(),
+            "fork at the process limit"
+        );
+        assert!(spawn(libc::EMFILE).is_host_fault());
+        for target_fault in [
+            CheckError::Connect(os(libc::ECONNREFUSED)),
+            CheckError::Connect(os(libc::EHOSTUNREACH)),
+            CheckError::Io(os(libc::ECONNRESET)),
+            CheckError::Io(os(libc::EAGAIN)),
+            spawn(libc::ENOENT),
+            CheckError::Timeout(Duration::from_secs(1)),
+            CheckError::NoProcess("gone".into()),
+        ] {
+            assert!(!target_fault.is_host_fault(), "{target_fault}");
+        }
     }
 
     #[test]

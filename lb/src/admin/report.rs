@@ -396,6 +396,14 @@ pub(super) fn metrics(context: &AdminContext) -> String {
     transitions
         .get_or_create(&Labels::new())
         .inc_by(context.monitor.transitions_total());
+    let host_faults = counters(
+        &mut r,
+        "health_host_faults",
+        "Health probes that failed for want of this host's resources (descriptors, memory, ports), not counted against the backend",
+    );
+    host_faults
+        .get_or_create(&Labels::new())
+        .inc_by(context.monitor.host_faults_total());
 
     let v_state = gauges(
         &mut r,
