@@ -392,6 +392,8 @@ fn render_status(status: &contract::Status) -> String {
         for b in &p.backends {
             let state = if b.drained {
                 "drained"
+            } else if b.ejected {
+                "ejected"
             } else if b.up {
                 "up"
             } else {

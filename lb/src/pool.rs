@@ -6,11 +6,14 @@
 //! reload that keeps a backend keeps its counters and health.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::balance::{Algorithm, BackendView, Balancer};
-use crate::config::{Balance, PoolConfig, Role};
+use crate::config::{Balance, Ejection, PoolConfig, Role};
 
 /// Counters and flags of one backend. Survives reloads while the backend stays configured.
 #[derive(Debug)]
@@ -32,6 +35,13 @@ pub struct BackendState {
     pub up: AtomicBool,
     /// True when an operator drained it: no new connections, existing ones finish.
     pub drained: AtomicBool,
+    /// While ejected (no `health`, too many failed connects): until when, in
+    /// [`millis_now`] time; 0: not ejected. Read on every pick, so a plain atomic.
+    pub ejected_until: AtomicU64,
+    /// Ejections in a row (each doubles the next one's time); cleared by a connect that works.
+    pub ejections_in_a_row: AtomicU32,
+    /// Ejections since start.
+    pub ejections: AtomicU64,
 }
 
 impl BackendState {
@@ -46,7 +56,39 @@ impl BackendState {
             bytes_out: AtomicU64::new(0),
             up: AtomicBool::new(true),
             drained: AtomicBool::new(false),
+            ejected_until: AtomicU64::new(0),
+            ejections_in_a_row: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
         }
+    }
+
+    /// Whether it is ejected now. The clock is read only while an ejection is set.
+    pub fn ejected(&self) -> bool {
+        let until = self.ejected_until.load(Relaxed);
+        until != 0 && millis_now() < until
+    }
+
+    /// A connect worked: failures in a row and ejections in a row start again from zero.
+    pub fn record_connect_success(&self) {
+        self.consecutive_failures.store(0, Relaxed);
+        if self.ejections_in_a_row.load(Relaxed) != 0 {
+            self.ejections_in_a_row.store(0, Relaxed);
+            self.ejected_until.store(0, Relaxed);
+        }
+    }
+
+    /// Ejects it under `rule` (doubling per ejection in a row); returns for how long.
+    pub fn eject(&self, rule: &Ejection) -> Duration {
+        let in_a_row = self.ejections_in_a_row.fetch_add(1, Relaxed);
+        let time = rule
+            .time
+            .saturating_mul(1u32 << in_a_row.min(16))
+            .min(rule.time_max);
+        let until =
+            millis_now().saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until.max(1), Relaxed);
+        self.ejections.fetch_add(1, Relaxed);
+        time
     }
 
     pub fn record_connect_failure(&self) {
@@ -63,9 +105,12 @@ pub struct Backend {
     pub role: Role,
     /// 0 = unlimited.
     pub max_conns: u32,
-    /// Consecutive connect failures that eject the backend at once; 0: never (no health
-    /// checks, so nothing would bring it back).
+    /// Consecutive connect failures that eject the backend at once, until its health
+    /// checks bring it back; 0: never (or no health checks: see `ejection`).
     pub eject_after: u32,
+    /// For a backend without health checks: its pool's outlier ejection (see [`Ejection`]);
+    /// `None` when it has checks or the pool turned ejection off.
+    pub ejection: Option<Ejection>,
 }
 
 impl Backend {
@@ -115,6 +160,7 @@ impl BackendView for Backend {
         self.state.up.load(Relaxed)
             && !self.state.drained.load(Relaxed)
             && (self.max_conns == 0 || self.state.active.load(Relaxed) < u64::from(self.max_conns))
+            && !self.state.ejected()
     }
 }
 
@@ -142,6 +188,8 @@ impl Pool {
                 role: b.role,
                 max_conns: b.max_conns,
                 eject_after: b.health.as_ref().map_or(0, |h| h.eject_after),
+                ejection: (b.health.is_none() && config.ejection.after > 0)
+                    .then_some(config.ejection),
             })
             .collect();
         let balancer = Balancer::new(algorithm_of(balance), &backends);
@@ -162,11 +210,62 @@ impl Pool {
     }
 }
 
+/// Milliseconds on the monotonic clock since the first call (tokio's clock, so paused-time
+/// tests can move it); never 0, which [`BackendState::ejected_until`] reserves.
+pub fn millis_now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
 fn algorithm_of(balance: Balance) -> Algorithm {
     match balance {
         Balance::RoundRobin => Algorithm::RoundRobin,
         Balance::LeastConn => Algorithm::LeastConn,
         Balance::P2c => Algorithm::P2c,
         Balance::Maglev => Algorithm::Maglev,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: Ejection = Ejection {
+        after: 3,
+        time: Duration::from_secs(10),
+        time_max: Duration::from_secs(35),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_lasts_its_time_doubles_while_it_keeps_failing_and_a_success_clears_it() {
+        let state = BackendState::new("127.0.0.1:1".parse().unwrap());
+        assert!(!state.ejected());
+        assert_eq!(state.eject(&RULE), Duration::from_secs(10));
+        assert!(state.ejected());
+        tokio::time::advance(Duration::from_millis(9_990)).await;
+        assert!(state.ejected());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(!state.ejected(), "tried again once its time is up");
+        assert_eq!(
+            state.eject(&RULE),
+            Duration::from_secs(20),
+            "failed again: twice as long"
+        );
+        assert_eq!(
+            state.eject(&RULE),
+            Duration::from_secs(35),
+            "capped at time_max"
+        );
+        assert_eq!(state.ejections.load(Relaxed), 3);
+        state.record_connect_success();
+        assert!(!state.ejected());
+        assert_eq!(
+            state.eject(&RULE),
+            Duration::from_secs(10),
+            "a success starts afresh"
+        );
     }
 }

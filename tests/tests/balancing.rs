@@ -202,3 +202,78 @@ fn a_client_is_refused_at_once_when_no_backend_is_usable() {
         }
     }
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+/// hangs until its timeout, as a backend behind a black hole does. On loopback, no root.
+struct BlackHole {
+    addr: std::net::SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl BlackHole {
+    fn new() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener
+            .bind(&std::net::SocketAddr::from((loopback_ip(), 0)).into())
+            .unwrap();
+        listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        // Never accepted: fill the queue until a connect no longer completes.
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            {
+                Ok(s) => queued.push(s),
+                Err(_) => {
+                    return Self {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    };
+                }
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+}
+
+/// In a pool without health checks, a backend behind a black hole costs only the first few
+/// clients the connect timeout: then it is ejected, and the others go straight to the live one.
+#[test]
+fn a_black_hole_without_health_checks_costs_only_the_first_few_clients() {
+    let hole = BlackHole::new();
+    let live = Backend::start("live");
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let backends = format!(
+        r#"[{{ addr = "{}" }}, {{ addr = "{}" }}]"#,
+        hole.addr, live.addr
+    );
+    let config = simple_config(listen, &backends, "")
+        .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\"")
+        .replace(
+            &format!("backends = {backends}"),
+            &format!("backends = {backends}\neject_after = 2\neject_time = \"30s\""),
+        );
+    let node = Node::start_listening(&config, listen);
+    let mut slow = 0;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let name = which_backend(listen).expect("served, by retry if need be");
+        assert_eq!(name, "live");
+        if started.elapsed() >= std::time::Duration::from_millis(250) {
+            slow += 1;
+        }
+    }
+    assert!(
+        slow <= 2,
+        "{slow} of 20 clients waited for the black hole\n{}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text().contains("backend ejected"),
+        "{}",
+        node.log_text()
+    );
+}

@@ -205,6 +205,10 @@ pub struct Backend {
     pub connect_failures: u64,
     /// An operator drained it: it gets no new connection.
     pub drained: bool,
+    /// Skipped now after failed connects (a backend without health checks; see the pool's
+    /// `eject_after`).
+    #[serde(default)]
+    pub ejected: bool,
     /// `null` for a backend without health checks (or not probed by the monitor yet).
     pub health: Option<Health>,
     /// `primary` or `backup`.
@@ -240,6 +244,7 @@ pub(crate) mod tests {
             bytes_out: 20,
             connect_failures: 0,
             drained: false,
+            ejected: false,
             health,
             role: "primary".into(),
             total: 7,

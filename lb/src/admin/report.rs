@@ -185,6 +185,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                         bytes_out: state.bytes_out.load(Relaxed),
                         connect_failures: state.connect_failures.load(Relaxed),
                         drained: state.drained.load(Relaxed),
+                        ejected: state.ejected(),
                         health,
                         role: b.role.as_str().to_owned(),
                         total: state.total.load(Relaxed),
@@ -321,6 +322,11 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "backend_drained",
         "1 when an operator drained the backend",
     );
+    let b_ejections = counters(
+        &mut r,
+        "backend_ejections",
+        "Times the backend (without health checks) was ejected after failed connects",
+    );
     let b_bytes = counters(
         &mut r,
         "backend_bytes",
@@ -354,6 +360,9 @@ pub(super) fn metrics(context: &AdminContext) -> String {
             b_drained
                 .get_or_create(&l)
                 .set(i64::from(st.drained.load(Relaxed)));
+            b_ejections
+                .get_or_create(&l)
+                .inc_by(st.ejections.load(Relaxed));
             if let Some(h) = context.monitor.status(&target_id(&p.name, b.addr)) {
                 b_checks.get_or_create(&l).inc_by(h.checks);
                 if let Some(took) = h.last_duration {

@@ -28,7 +28,7 @@ pub use app::{AppConfig, RunOn};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
 pub use node::{AdminToken, IoMode, MIN_TOKEN_LEN, NodeConfig};
-pub use pool::{BackendConfig, PoolConfig, Role};
+pub use pool::{BackendConfig, Ejection, PoolConfig, Role};
 pub use service::{Balance, ProxyProtocol, ServiceConfig};
 pub use vrrp::{Notify, TrackGateway, TrackPool, Vip, VrrpConfig, VrrpMode};
 

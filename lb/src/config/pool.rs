@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -15,6 +16,9 @@ use super::health::{HealthConfig, RawHealth};
 use super::validate::Validator;
 
 const MAX_WEIGHT: i64 = 256;
+const DEFAULT_EJECT_AFTER: u32 = 3;
+const DEFAULT_EJECT_TIME: Duration = Duration::from_secs(10);
+const DEFAULT_EJECT_TIME_MAX: Duration = Duration::from_secs(300);
 
 /// A named set of backends (`[[pool]]`); several services may share one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,22 @@ pub struct PoolConfig {
     pub name: String,
     /// Never empty; addresses are unique within the pool.
     pub backends: Vec<BackendConfig>,
+    /// Passive ejection of the backends without `health` (none: nothing would bring them
+    /// back otherwise): skipped for a while after failed connects, then tried again by
+    /// live traffic.
+    pub ejection: Ejection,
+}
+
+/// Outlier ejection of unchecked backends, as Envoy's outlier detection does it: after
+/// `after` connect failures in a row a backend is skipped for `time`, doubled for each
+/// ejection in a row up to `time_max`; the first client after that tries it again, and a
+/// success clears the count. The last usable backend of a pool is never ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// 0: off.
+    pub after: u32,
+    pub time: Duration,
+    pub time_max: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +90,9 @@ pub(crate) struct RawPool {
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     /// How every backend of the pool is probed; absent: no active checks.
     pub health: Option<Spanned<RawHealth>>,
+    pub eject_after: Option<Spanned<i64>>,
+    pub eject_time: Option<Spanned<String>>,
+    pub eject_time_max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,12 +134,47 @@ impl Validator<'_> {
                     Vec::new()
                 }
             };
+            let ejection = self.ejection(pool);
             pools.push(PoolConfig {
                 name: name.clone(),
                 backends,
+                ejection,
             });
         }
         pools
+    }
+
+    fn ejection(&mut self, pool: &RawPool) -> Ejection {
+        if let (Some(_), Some(after)) = (&pool.health, &pool.eject_after) {
+            let message = "this pool has `health`: its checks bring an ejected backend back, \
+                           so set `eject_after` in the health table"
+                .to_owned();
+            self.error(after.span(), message);
+        }
+        let after = self.int(
+            "eject_after",
+            &pool.eject_after,
+            0..=100,
+            DEFAULT_EJECT_AFTER,
+        );
+        let time = self.duration("eject_time", &pool.eject_time, DEFAULT_EJECT_TIME, true);
+        let time_max = self.duration(
+            "eject_time_max",
+            &pool.eject_time_max,
+            DEFAULT_EJECT_TIME_MAX.max(time),
+            true,
+        );
+        if time_max < time {
+            let span = pool.eject_time_max.as_ref().map(Spanned::span);
+            if let Some(span) = span {
+                self.error(span, "eject_time_max is shorter than eject_time".to_owned());
+            }
+        }
+        Ejection {
+            after,
+            time,
+            time_max,
+        }
     }
 
     fn backends(

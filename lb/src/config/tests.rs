@@ -33,6 +33,8 @@ freebind = true
 [[pool]]
 name = "web"
 backends = [{ addr = "127.0.0.1:9001", weight = 3 }, { addr = "127.0.0.1:9002", role = "backup", max_conns = 100 }]
+eject_after = 5
+eject_time = "2s"
 "#;
 
 #[test]
@@ -80,6 +82,11 @@ fn full_example_parses_into_the_expected_struct() {
                     health: None,
                 },
             ],
+            ejection: Ejection {
+                after: 5,
+                time: Duration::from_secs(2),
+                time_max: Duration::from_secs(300),
+            },
         }],
         vrrp: vec![],
         apps: vec![],

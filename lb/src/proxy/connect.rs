@@ -8,6 +8,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::transport::Transport;
+use crate::balance::BackendView;
 use crate::generation::ServiceGeneration;
 use crate::pool::Slot;
 
@@ -65,7 +66,7 @@ pub async fn connect_any<T: Transport>(
         let addr = backend.state.addr;
         match connect::<T>(addr, config.connect_timeout).await {
             Ok(stream) => {
-                backend.state.consecutive_failures.store(0, Relaxed);
+                backend.state.record_connect_success();
                 backend.state.total.fetch_add(1, Relaxed);
                 return Ok((slot, stream));
             }
@@ -86,6 +87,24 @@ pub async fn connect_any<T: Transport>(
                     service
                         .monitor
                         .eject(&crate::health::target_id(&pool.name, addr), &reason);
+                }
+                if let Some(rule) = &backend.ejection {
+                    let others_usable = pool
+                        .backends
+                        .iter()
+                        .enumerate()
+                        .any(|(i, b)| i != index && b.is_usable());
+                    if consecutive >= u64::from(rule.after) && !backend.state.ejected() {
+                        if others_usable {
+                            let time = backend.state.eject(rule);
+                            tracing::warn!(service = %config.name, pool = %pool.name, backend = %addr,
+                                error = %e, consecutive, ?time,
+                                "backend ejected: skipped until the time is up, then tried again by the next client");
+                        } else {
+                            tracing::debug!(pool = %pool.name, backend = %addr,
+                                "not ejected: the last usable backend of its pool");
+                        }
+                    }
                 }
                 failures += 1;
                 let retry = failures <= config.retries;

@@ -118,3 +118,34 @@ fn weight_above_256_is_rejected_and_256_is_accepted() {
         256
     );
 }
+
+#[test]
+fn unchecked_backends_are_ejected_after_three_failures_by_default_and_a_pool_may_say_otherwise() {
+    let config = parse(MINIMAL, "t.toml").unwrap();
+    let e = config.pools[0].ejection;
+    assert_eq!(
+        (e.after, e.time, e.time_max),
+        (
+            3,
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(300)
+        )
+    );
+    let off = format!("{MINIMAL}eject_after = 0\n");
+    assert_eq!(parse(&off, "t.toml").unwrap().pools[0].ejection.after, 0);
+}
+
+#[test]
+fn a_pool_with_health_checks_takes_eject_after_in_its_health_table() {
+    let source = format!("{MINIMAL}health = {{ kind = \"tcp\" }}\neject_after = 2\n");
+    let line = source.lines().count();
+    assert_error(&source, line, 15, "set `eject_after` in the health table");
+    let short = format!("{MINIMAL}eject_time = \"1m\"\neject_time_max = \"10s\"\n");
+    let line = short.lines().count();
+    assert_error(
+        &short,
+        line,
+        18,
+        "eject_time_max is shorter than eject_time",
+    );
+}
