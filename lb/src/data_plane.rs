@@ -86,6 +86,7 @@ impl DataPlane {
             pools: Vec::new(),
             vrrp: Vec::new(),
             apps: Vec::new(),
+            anycast: Vec::new(),
         };
         let registry = Arc::new(Registry::default());
         let monitor = Monitor::new();

@@ -7,6 +7,7 @@
 // One file per section, each with its checked types, its raw (as written) form, its checks
 // and, beside it in `<section>/tests.rs`, its tests. `validate.rs` walks the sections in
 // order; `error.rs` and `values.rs` are shared by all of them.
+mod anycast;
 mod app;
 mod error;
 mod health;
@@ -24,6 +25,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use anycast::{AnycastConfig, AnycastTrack};
 pub use app::{AppConfig, RunOn};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
@@ -43,6 +45,8 @@ pub struct Config {
     pub vrrp: Vec<VrrpConfig>,
     /// Applications the pair keeps alive (`[[app]]`).
     pub apps: Vec<AppConfig>,
+    /// Addresses announced active-active through the routing daemon (`[[anycast]]`).
+    pub anycast: Vec<AnycastConfig>,
 }
 
 impl Config {

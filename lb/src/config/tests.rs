@@ -90,6 +90,7 @@ fn full_example_parses_into_the_expected_struct() {
         }],
         vrrp: vec![],
         apps: vec![],
+        anycast: vec![],
     };
     assert_eq!(config, expected);
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::anycast::RawAnycast;
 use super::app::RawApp;
 use super::error::position;
 use super::node::RawNode;
@@ -42,6 +43,8 @@ pub(crate) struct RawConfig {
     pub vrrp: Vec<Spanned<RawVrrp>>,
     #[serde(default)]
     pub app: Vec<Spanned<RawApp>>,
+    #[serde(default)]
+    pub anycast: Vec<Spanned<RawAnycast>>,
 }
 
 pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Config, ConfigErrors> {
@@ -64,12 +67,18 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
     let mut services = v.services(&raw.service, &raw.pool);
     let vrrp = v.vrrps(&raw.vrrp, &raw.pool);
     let apps = v.apps(&raw.app, &raw.vrrp);
-    // A service on a VIP must bind it on the backup too, where the address is not (yet) local.
+    let anycast = v.anycasts(&raw.anycast, &raw.pool, &raw.vrrp);
+    // A service on a VIP must bind it on the backup too, where the address is not (yet) local;
+    // and on an anycast address while it is withdrawn.
     for service in &mut services {
         let on_vip = vrrp
             .iter()
             .flat_map(|i| &i.vips)
-            .any(|vip| vip.addr == service.listen.ip());
+            .any(|vip| vip.addr == service.listen.ip())
+            || anycast
+                .iter()
+                .flat_map(|a| &a.vips)
+                .any(|vip| *vip == service.listen.ip());
         service.freebind |= on_vip;
     }
     if v.errors.is_empty() {
@@ -79,6 +88,7 @@ pub(crate) fn validate(raw: RawConfig, source: &str, file: &str) -> Result<Confi
             pools,
             vrrp,
             apps,
+            anycast,
         })
     } else {
         // Document order reads best; the sort is stable for same-spot errors. A pool-level

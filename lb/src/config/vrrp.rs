@@ -439,7 +439,7 @@ impl Validator<'_> {
         }
     }
 
-    fn vip(&mut self, raw: &Spanned<String>) -> Option<Vip> {
+    pub(crate) fn vip(&mut self, raw: &Spanned<String>) -> Option<Vip> {
         let text = raw.get_ref().trim();
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
