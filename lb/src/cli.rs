@@ -60,25 +60,29 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Stop sending new connections to a backend; open ones finish.
+    /// Stop sending new connections to a backend; open ones finish (`drain POOL ADDR`). Or
+    /// withdraw every `[[anycast]]` announcement of this node (`drain node`).
     Drain {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The pool, or the word `node`.
+        #[arg(value_name = "POOL|node")]
         pool: String,
         #[arg(value_name = "ADDR")]
-        backend: SocketAddr,
+        backend: Option<SocketAddr>,
     },
-    /// Send new connections to a drained backend again (`enable POOL ADDR`), or let a failed
-    /// or disabled application run again (`enable app NAME`).
+    /// Send new connections to a drained backend again (`enable POOL ADDR`), let a failed
+    /// or disabled application run again (`enable app NAME`), or announce a drained node's
+    /// addresses again (`enable node`).
     Enable {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The pool, or the word `app`.
-        #[arg(value_name = "POOL|app")]
+        /// The pool, or the word `app` or `node`.
+        #[arg(value_name = "POOL|app|node")]
         pool: String,
         /// The backend's address, or the application's name.
         #[arg(value_name = "ADDR|NAME")]
-        target: String,
+        target: Option<String>,
     },
     /// Stop an application and keep it stopped until `enable app NAME` (`disable app NAME`).
     Disable {
@@ -195,17 +199,29 @@ pub fn main() -> ExitCode {
             admin,
             pool,
             backend,
-        } => admin_call(
-            &admin,
-            Method::POST,
-            &format!("/pools/{pool}/backends/{backend}/drain"),
-            str::to_owned,
-        ),
+        } => {
+            let path = match backend {
+                Some(backend) => format!("/pools/{pool}/backends/{backend}/drain"),
+                None if pool == "node" => "/node/drain".to_owned(),
+                None => {
+                    eprintln!("tandem: drain POOL ADDR, or drain node");
+                    return ExitCode::FAILURE;
+                }
+            };
+            admin_call(&admin, Method::POST, &path, str::to_owned)
+        }
         Command::Enable {
             admin,
             pool,
             target,
         } => {
+            let Some(target) = target else {
+                if pool == "node" {
+                    return admin_call(&admin, Method::POST, "/node/enable", str::to_owned);
+                }
+                eprintln!("tandem: enable POOL ADDR, enable app NAME, or enable node");
+                return ExitCode::FAILURE;
+            };
             let path = match target.parse::<SocketAddr>() {
                 Ok(backend) => format!("/pools/{pool}/backends/{backend}/enable"),
                 Err(_) if pool == "app" => format!("/apps/{}/enable", escape_segment(&target)),
@@ -346,6 +362,23 @@ fn render_status(status: &contract::Status) -> String {
                 priority,
                 effective,
                 master
+            ));
+        }
+    }
+    if !status.anycast.is_empty() {
+        out.push_str("\nANYCAST    STATE      VIPS                         WHY\n");
+        for a in &status.anycast {
+            let vips: Vec<String> = a.vips.iter().map(ToString::to_string).collect();
+            out.push_str(&format!(
+                "{:<10} {:<10} {:<28} {}\n",
+                a.name,
+                if a.announced {
+                    "announced"
+                } else {
+                    "withdrawn"
+                },
+                vips.join(","),
+                a.error.as_deref().unwrap_or(&a.why)
             ));
         }
     }
@@ -492,6 +525,9 @@ node lb1  healthz secondary
 VRRP       STATE   PRIO  EFFECTIVE  MASTER
 v4         BACKUP   100         90  10.0.0.2
 v6         INIT       -          -  -
+
+ANYCAST    STATE      VIPS                         WHY
+front      withdrawn  192.0.2.10                   pool web has 0 usable backend(s), fewer than min_healthy 1
 
 APP        RUN ON              STATE       PID      RESTARTS  LAST ERROR
 db         primary of v4       restarting  -               2  the program ended (exit status: 1)

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod anycast;
 pub mod applications;
 pub mod balance;
 pub mod cli;

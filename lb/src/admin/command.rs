@@ -27,6 +27,13 @@ pub enum AdminCommand {
         ask: apps::Ask,
         reply: oneshot::Sender<Result<apps::Ask, apps::UnknownApp>>,
     },
+    /// Withdraw one announcement (`name`) or all of them (`None`: the node is drained), or
+    /// let it (them) follow the pools again.
+    Announce {
+        name: Option<String>,
+        withdraw: bool,
+        reply: oneshot::Sender<Result<Announced, crate::anycast::UnknownAnnouncement>>,
+    },
     /// Drain (or enable again) one backend of one pool.
     SetDrained {
         pool: String,
@@ -80,6 +87,14 @@ pub enum Swapped {
     HandingOver { instances: usize },
 }
 
+/// Announcements held back (or released) by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    pub withdrawn: bool,
+    /// How many announcements that concerned.
+    pub count: usize,
+}
+
 /// A backend is now drained (or enabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendSet {
@@ -93,6 +108,7 @@ pub(super) enum Answer {
     Swap(Swapped),
     SetDrained(Result<BackendSet, UnknownBackend>),
     App(Result<apps::Ask, apps::UnknownApp>),
+    Announce(Result<Announced, crate::anycast::UnknownAnnouncement>),
 }
 
 impl Answer {
@@ -127,6 +143,15 @@ impl Answer {
                 .to_owned(),
             ),
             Answer::App(Err(unknown)) => (StatusCode::NOT_FOUND, unknown.to_string()),
+            Answer::Announce(Ok(Announced { withdrawn, count })) => (
+                StatusCode::OK,
+                if withdrawn {
+                    format!("withdrawn: {count} announcement(s)")
+                } else {
+                    format!("following the pools again: {count} announcement(s)")
+                },
+            ),
+            Answer::Announce(Err(unknown)) => (StatusCode::NOT_FOUND, unknown.to_string()),
             Answer::SetDrained(Err(UnknownBackend { pool, addr })) => (
                 StatusCode::NOT_FOUND,
                 format!("pool {pool:?} has no backend {addr}"),

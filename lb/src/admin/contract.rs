@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 /// What `GET /status` returns: the node's roles, services, pools and how it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Every configured announcement (`[[anycast]]`); absent from a node older than them.
+    #[serde(default)]
+    pub anycast: Vec<Announcement>,
     /// Every configured application (`[[app]]`); absent from a node older than them.
     #[serde(default)]
     pub apps: Vec<App>,
@@ -47,6 +50,22 @@ pub struct Status {
     pub threads: usize,
     /// Every configured VRRP instance, running or not.
     pub vrrp: Vec<VrrpInstance>,
+}
+
+/// One announcement (`[[anycast]]`) and whether the router sends its traffic here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Its addresses are on the interface, so the routing daemon exports them.
+    pub announced: bool,
+    /// The kernel's last refusal of an address change, `null` once one succeeded.
+    pub error: Option<String>,
+    pub name: String,
+    pub seconds_in_state: f64,
+    pub vips: Vec<IpAddr>,
+    /// Why it is (or is not) announced.
+    pub why: String,
+    /// Withdrawals since the node started.
+    pub withdrawals: u64,
 }
 
 /// One application and where it stands on this node.
@@ -252,6 +271,15 @@ pub(crate) mod tests {
             weight: 1,
         };
         Status {
+            anycast: vec![Announcement {
+                announced: false,
+                error: None,
+                name: "front".into(),
+                seconds_in_state: 2.0,
+                vips: vec!["192.0.2.10".parse().unwrap()],
+                why: "pool web has 0 usable backend(s), fewer than min_healthy 1".into(),
+                withdrawals: 1,
+            }],
             apps: vec![App {
                 disabled: false,
                 instance: Some("v4".into()),

@@ -40,7 +40,7 @@ use vrrp::instance::Status;
 
 pub use crate::data_plane::UnknownBackend;
 pub use client::{AdminClient, ClientError};
-pub use command::{AdminCommand, BackendSet, ReloadRejected, Reloaded, Swapped};
+pub use command::{AdminCommand, Announced, BackendSet, ReloadRejected, Reloaded, Swapped};
 pub use server::{AdminBindError, AdminServer};
 
 use command::Answer;
@@ -78,6 +78,8 @@ pub struct AdminContext {
     pub instance_statuses: watch::Receiver<InstanceStatuses>,
     /// Each application's status channel, by name (replaced on reload).
     pub apps: watch::Receiver<crate::applications::AppStatuses>,
+    /// Each announcement's status channel, by name (replaced on reload).
+    pub anycast: watch::Receiver<crate::anycast::AnnouncementStatuses>,
     /// The bearer token for mutations; `None`: mutations are refused (403).
     pub token: watch::Receiver<Option<String>>,
     pub commands: mpsc::Sender<AdminCommand>,
@@ -207,6 +209,29 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
                 "expected /pools/POOL/backends/ADDR/drain|enable",
             ),
         },
+        "/node/drain" | "/node/enable" => {
+            let drained = path == "/node/drain";
+            let command = |reply| AdminCommand::Announce {
+                name: None,
+                withdraw: drained,
+                reply,
+            };
+            mutation(context, &req, command, Answer::Announce).await
+        }
+        p if p.starts_with("/anycast/") => match parse_anycast_path(p) {
+            Some((name, withdraw)) => {
+                let command = |reply| AdminCommand::Announce {
+                    name: Some(name),
+                    withdraw,
+                    reply,
+                };
+                mutation(context, &req, command, Answer::Announce).await
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "expected /anycast/NAME/withdraw|announce",
+            ),
+        },
         p if p.starts_with("/apps/") => match parse_app_path(p) {
             Some((name, ask)) => {
                 let command = |reply| AdminCommand::App { name, ask, reply };
@@ -219,6 +244,19 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
         },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
     }
+}
+
+/// `/anycast/{name}/{withdraw|announce}` → (name, withdraw).
+fn parse_anycast_path(path: &str) -> Option<(String, bool)> {
+    let rest = path.strip_prefix("/anycast/")?;
+    let (name, action) = rest.split_once('/')?;
+    let withdraw = match action {
+        "withdraw" => true,
+        "announce" => false,
+        _ => return None,
+    };
+    let name = percent_decode(name)?;
+    (!name.is_empty()).then_some((name, withdraw))
 }
 
 /// `/apps/{name}/{restart|enable|disable}` → (name, ask).

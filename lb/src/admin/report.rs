@@ -203,7 +203,29 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
             }
         })
         .collect();
+    let announcements = context.anycast.borrow().clone();
+    let anycast = config
+        .anycast
+        .iter()
+        .map(|a| {
+            let status = announcements.get(&a.name).map(|s| s.borrow().clone());
+            contract::Announcement {
+                announced: status.as_ref().is_some_and(|s| s.announced),
+                error: status.as_ref().and_then(|s| s.error.clone()),
+                name: a.name.clone(),
+                seconds_in_state: status
+                    .as_ref()
+                    .map_or(0.0, |s| now.duration_since(s.since).as_secs_f64()),
+                vips: a.vips.clone(),
+                why: status
+                    .as_ref()
+                    .map_or_else(|| "not started".to_owned(), |s| s.why.clone()),
+                withdrawals: status.as_ref().map_or(0, |s| s.withdrawals),
+            }
+        })
+        .collect();
     contract::Status {
+        anycast,
         apps: apps(context, &config, now),
         data_threads: context
             .data_threads
@@ -476,6 +498,18 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         a_restarts
             .get_or_create(&labels(&[("app", name)]))
             .inc_by(s.restarts_total);
+    }
+    let announced = gauges(
+        &mut r,
+        "anycast_announced",
+        "1 while the announcement's addresses are announced (the router sends their traffic here)",
+    );
+    let withdrawals = counters(&mut r, "anycast_withdrawals", "Withdrawals since start");
+    for (name, status) in context.anycast.borrow().iter() {
+        let s = status.borrow().clone();
+        let l = labels(&[("anycast", name)]);
+        announced.get_or_create(&l).set(i64::from(s.announced));
+        withdrawals.get_or_create(&l).inc_by(s.withdrawals);
     }
     let reloads = counters(&mut r, "reloads", "Configuration reloads, by result");
     for (result, v) in [

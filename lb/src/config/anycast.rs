@@ -123,8 +123,10 @@ impl Validator<'_> {
                     continue;
                 }
                 if let Some(&line) = addresses.get(&vip.addr) {
-                    let message =
-                        format!("anycast vip {} is already announced at line {line}", vip.addr);
+                    let message = format!(
+                        "anycast vip {} is already announced at line {line}",
+                        vip.addr
+                    );
                     self.error(raw_vip.span(), message);
                     continue;
                 }
@@ -138,8 +140,8 @@ impl Validator<'_> {
                 .collect();
             let interface = match &r.interface {
                 Some(i) if i.get_ref().trim().is_empty() || i.get_ref().len() > 15 => {
-                    let message = "interface must be a Linux interface name (1 to 15 bytes)"
-                        .to_owned();
+                    let message =
+                        "interface must be a Linux interface name (1 to 15 bytes)".to_owned();
                     self.error(i.span(), message);
                     DEFAULT_INTERFACE.to_owned()
                 }

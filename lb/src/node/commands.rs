@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Node;
-use crate::admin::{AdminCommand, BackendSet, Swapped};
+use crate::admin::{AdminCommand, Announced, BackendSet, Swapped};
 use crate::applications;
 
 /// How long a swap waits, beyond the longest `stop_timeout`, for the primary's applications
@@ -41,6 +41,27 @@ impl Node {
             }
             AdminCommand::App { name, ask, reply } => {
                 let _ = reply.send(self.apps.ask(&name, ask).map(|()| ask));
+            }
+            AdminCommand::Announce {
+                name,
+                withdraw,
+                reply,
+            } => {
+                let done = match name {
+                    None => {
+                        self.anycast.hold_node(withdraw);
+                        tracing::warn!(drained = withdraw, "node drain set by an operator");
+                        Ok(self.anycast.statuses().len())
+                    }
+                    Some(name) => {
+                        let why = withdraw.then(|| "withdrawn by an operator".to_owned());
+                        self.anycast.hold(&name, why).map(|()| 1)
+                    }
+                };
+                let _ = reply.send(done.map(|count| Announced {
+                    withdrawn: withdraw,
+                    count,
+                }));
             }
         }
     }

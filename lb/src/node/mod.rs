@@ -5,8 +5,8 @@
 //! drive a whole node inside their process.
 //!
 //! The main loop owns everything a reload or an admin mutation changes: the data plane
-//! ([`DataPlane`]), the failover instances, the applications, the admin server and the
-//! token. Other tasks only read (through watch channels) or ask (through the admin command
+//! ([`DataPlane`]), the failover instances, the applications, the announcements, the admin
+//! server and the token. Other tasks only read (through watch channels) or ask (through the admin command
 //! channel), so a change never races another.
 
 mod commands;
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::admin::{AdminBindError, AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
+use crate::anycast::{AnnouncementStatuses, Announcements};
 use crate::applications::{self, AppStatuses};
 use crate::config::{Config, ConfigErrors};
 use crate::data_plane::{BindError, DataPlane};
@@ -125,6 +126,7 @@ pub async fn serve(
     apps.apply(applications::specs(&node_name, &data_plane.config().apps))
         .await;
     let (app_statuses, app_statuses_rx) = watch::channel(apps.statuses());
+    let (anycast_statuses, anycast_statuses_rx) = watch::channel(AnnouncementStatuses::new());
     let (token, token_rx) = watch::channel(token);
     let (commands_tx, mut commands) = mpsc::channel(16);
     let reloads = Arc::new(ReloadCounts::default());
@@ -135,6 +137,7 @@ pub async fn serve(
         pools: data_plane.pools_health(),
         instance_statuses: statuses_rx,
         apps: app_statuses_rx,
+        anycast: anycast_statuses_rx,
         token: token_rx,
         commands: commands_tx,
         reloads: reloads.clone(),
@@ -154,6 +157,9 @@ pub async fn serve(
         }
     };
     let _ = instance_statuses.send(failover.instance_statuses());
+    // Last: the node announces only once everything else serves.
+    let anycast = Announcements::start(&config.anycast, data_plane.pools_health());
+    let _ = anycast_statuses.send(anycast.statuses());
     let mut node = Node {
         config_path: config_path.to_owned(),
         data_plane,
@@ -163,6 +169,8 @@ pub async fn serve(
         app_statuses,
         roles: Tasks::new(),
         swap_hold: watch::channel(false).0,
+        anycast,
+        anycast_statuses,
         token,
         admin,
         context,
@@ -191,6 +199,17 @@ pub async fn serve(
     };
     sd_notify::notify("STOPPING=1");
     node.context.stopping.store(true, Relaxed);
+    // Withdraw first, and keep serving what still arrives while the routers converge.
+    let grace = node.anycast.grace();
+    node.anycast.shutdown().await;
+    let _ = node.anycast_statuses.send(node.anycast.statuses());
+    if !grace.is_zero() {
+        tracing::info!(
+            ?grace,
+            "{stop_reason}: announcements withdrawn; serving while the routers converge"
+        );
+        tokio::time::sleep(grace).await;
+    }
     // Resign first: the peer takes the VIPs over (after its Skew_Time) while we drain.
     node.failover.shutdown().await;
     let _ = node
@@ -238,6 +257,8 @@ struct Node {
     roles: Tasks,
     /// Set while a swap stops the primary's applications before it hands the role over.
     swap_hold: watch::Sender<bool>,
+    anycast: Announcements,
+    anycast_statuses: watch::Sender<AnnouncementStatuses>,
     token: watch::Sender<Option<String>>,
     admin: AdminServer,
     context: Arc<AdminContext>,

@@ -1,5 +1,5 @@
 //! One reload: re-read the config file and commit all of it (data plane, health checks,
-//! applications, failover instances, the admin token and address), or, when the file or a bind is bad,
+//! applications, failover instances, announcements, the admin token and address), or, when the file or a bind is bad,
 //! none of the data plane, leaving the node serving what it served.
 
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl Node {
         let token = resolve_token(&config).map_err(rejected)?;
         let summary = self.data_plane.apply(config).map_err(rejected)?;
         let mut notes = Vec::new();
-        let config = self.data_plane.config();
+        let config = self.data_plane.config().clone();
         // Removed applications are stopped here; changed ones take their table at their next
         // start.
         self.apps
@@ -56,6 +56,8 @@ impl Node {
             .instance_statuses
             .send(self.failover.instance_statuses());
         self.follow_roles();
+        self.anycast.apply(&config.anycast).await;
+        let _ = self.anycast_statuses.send(self.anycast.statuses());
         let _ = self.token.send(token);
         let admin = self.data_plane.config().node.admin;
         if admin != self.admin.addr {

@@ -20,7 +20,10 @@ fn an_announcement_parses_with_its_defaults() {
     .unwrap();
     let a = &config.anycast[0];
     assert_eq!(a.name, "front");
-    assert_eq!(a.vips, [addr("192.0.2.10:0").ip(), addr("[2001:db8::10]:0").ip()]);
+    assert_eq!(
+        a.vips,
+        [addr("192.0.2.10:0").ip(), addr("[2001:db8::10]:0").ip()]
+    );
     assert_eq!(a.interface, "lo");
     assert_eq!(a.track[0].pool, "web");
     assert_eq!(a.track[0].min_healthy, 1);
@@ -69,7 +72,9 @@ fn bad_announcements_are_located() {
         "track names pool \"nope\"",
     );
     assert_error(
-        &with_anycast("name = \"a\"\nvips = [\"192.0.2.10\"]\ntrack = [{ pool = \"web\", min_healthy = 2 }]"),
+        &with_anycast(
+            "name = \"a\"\nvips = [\"192.0.2.10\"]\ntrack = [{ pool = \"web\", min_healthy = 2 }]",
+        ),
         11,
         40,
         "min_healthy",
