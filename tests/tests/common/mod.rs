@@ -4,6 +4,7 @@
 //! stopped by PID when their handle drops.
 #![allow(dead_code)]
 
+pub mod bird;
 pub mod io_modes;
 pub mod keepalived;
 pub mod netns;

@@ -1,0 +1,355 @@
+//! Active-active behind ECMP (issue 17), end to end: three Tandem nodes, each with a BIRD
+//! beside it exporting what Tandem announces, and a router namespace whose BIRD installs one
+//! multipath route over every node announcing; a client behind the router.
+//!
+//! Everything runs in namespaces on one bridge the test builds (router `.254`, nodes `.1`-`.3`,
+//! client `.10`); the service address 192.0.2.100 (TEST-NET-1) exists only there. BGP, BFD
+//! and the client's traffic never leave the bridge.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use common::bird::{self, Bird};
+use common::netns::{self, Lan, in_netns, ip};
+use common::*;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const ROUTER: u8 = 254;
+const CLIENT: u8 = 10;
+
+/// The rack: a router, three nodes, a client, and what runs in them. Fields drop in order:
+/// the processes before the LAN.
+struct Rack {
+    tandems: Vec<Option<Node>>,
+    birds: Vec<Bird>,
+    backends: Vec<Backend>,
+    router_bird: Bird,
+    lan: Lan,
+    router: String,
+    nodes: Vec<String>,
+    client: String,
+}
+
+fn sysctl(ns: &str, settings: &[&str]) {
+    for s in settings {
+        let out = netns::exec(ns, "sysctl").args(["-qw", s]).output().unwrap();
+        assert!(out.status.success(), "sysctl {s} in {ns}: {out:?}");
+    }
+}
+
+fn node_bird(lan: &Lan, i: u8) -> String {
+    let me = lan.addr(i);
+    let router = lan.addr(ROUTER);
+    format!(
+        r#"router id {me};
+log stderr all;
+protocol device {{ scan time 1; }}
+protocol direct {{ ipv4; interface "lo"; }}
+protocol bfd {{
+  interface "eth0" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
+}}
+filter service_addresses {{ if net = {VIP}/32 then accept; reject; }}
+protocol bgp uplink {{
+  local {me} as 65001;
+  neighbor {router} as 65000;
+  bfd on;
+  hold time 3; keepalive time 1; connect delay time 1; connect retry time 2; error wait time 1, 2;
+  ipv4 {{ import none; export filter service_addresses; }};
+}}
+"#
+    )
+}
+
+fn router_bird(lan: &Lan) -> String {
+    let me = lan.addr(ROUTER);
+    let mut config = format!(
+        r#"router id {me};
+log stderr all;
+protocol device {{ scan time 1; }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
+protocol bfd {{
+  interface "eth0" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
+}}
+template bgp node {{
+  local {me} as 65000;
+  bfd on;
+  hold time 3; keepalive time 1; connect delay time 1; connect retry time 2; error wait time 1, 2;
+  ipv4 {{ import all; export none; }};
+}}
+"#
+    );
+    for i in 1..=3 {
+        config.push_str(&format!(
+            "protocol bgp n{i} from node {{ neighbor {} as 65001; }}\n",
+            lan.addr(i)
+        ));
+    }
+    config
+}
+
+fn tandem_config(i: u8) -> String {
+    format!(
+        r#"[node]
+name = "n{i}"
+threads = 1
+drain_timeout = "2s"
+admin = "127.0.0.1:9090"
+admin_token = "{ADMIN_TOKEN}"
+
+[[service]]
+name = "web"
+listen = "{VIP}:80"
+pool = "web"
+balance = "maglev"
+connect_timeout = "500ms"
+
+[[pool]]
+name = "web"
+backends = [{{ addr = "127.0.0.1:9000" }}]
+health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
+
+[[anycast]]
+name = "front"
+vips = ["{VIP}"]
+track = [{{ pool = "web" }}]
+withdraw_grace = "300ms"
+"#
+    )
+}
+
+impl Rack {
+    fn new(test: &str) -> Option<Self> {
+        if !bird::available(test) {
+            return None;
+        }
+        let mut lan = Lan::new(test)?;
+        let router = lan.host("r", ROUTER);
+        let nodes: Vec<String> = (1..=3).map(|i| lan.host(&format!("n{i}"), i)).collect();
+        let client = lan.host("c", CLIENT);
+        sysctl(
+            &router,
+            &[
+                "net.ipv4.ip_forward=1",
+                // Client and nodes share the router's one link: no redirects to bypass it.
+                "net.ipv4.conf.all.send_redirects=0",
+                "net.ipv4.conf.eth0.send_redirects=0",
+                // Spread by ports too, so one client's connections use every node.
+                "net.ipv4.fib_multipath_hash_policy=1",
+            ],
+        );
+        let via = lan.addr(ROUTER).to_string();
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &via,
+        ]);
+        let router_bird = Bird::start_in_netns(&router, &router_bird(&lan));
+        let mut backends = Vec::new();
+        let mut birds = Vec::new();
+        let mut tandems = Vec::new();
+        for (i, ns) in nodes.iter().enumerate() {
+            let i = i as u8 + 1;
+            let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:9000").expect("bind"));
+            backends.push(Backend::from_listener(&format!("n{i}"), listener));
+            birds.push(Bird::start_in_netns(ns, &node_bird(&lan, i)));
+            tandems.push(Some(Node::start_in_netns(ns, &tandem_config(i))));
+        }
+        Some(Self {
+            tandems,
+            birds,
+            backends,
+            router_bird,
+            lan,
+            router,
+            nodes,
+            client,
+        })
+    }
+
+    fn logs(&self) -> String {
+        let mut text = format!(
+            "router route: {}\nrouter bird:\n{}\n",
+            self.route(),
+            self.router_bird.log_text()
+        );
+        for (i, t) in self.tandems.iter().enumerate() {
+            if let Some(t) = t {
+                text.push_str(&format!("--- n{} tandem\n{}\n", i + 1, t.log_text()));
+            }
+            text.push_str(&format!(
+                "--- n{} bird\n{}\n",
+                i + 1,
+                self.birds[i].log_text()
+            ));
+        }
+        text
+    }
+
+    /// The router's kernel route to the service address.
+    fn route(&self) -> String {
+        ip(&["-n", &self.router, "route", "show", &format!("{VIP}/32")])
+    }
+
+    /// The nodes the router's route goes through, by number.
+    fn next_hops(&self) -> Vec<u8> {
+        let route = self.route();
+        (1..=3)
+            .filter(|&i| route.contains(&format!("via {} ", self.lan.addr(i))))
+            .collect()
+    }
+
+    fn wait_next_hops(&self, want: &[u8]) {
+        let start = Instant::now();
+        while self.next_hops() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the router never routed over {want:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Which node served each of `n` new client connections (from as many source ports).
+    fn spread(&self, n: usize) -> BTreeMap<String, usize> {
+        let target = SocketAddr::from((VIP, 80));
+        in_netns(&self.client, move || {
+            let mut served = BTreeMap::new();
+            for _ in 0..n {
+                let name = which_backend_within(target, Duration::from_millis(500))
+                    .unwrap_or_else(|e| format!("failed: {e}"));
+                *served.entry(name).or_default() += 1;
+            }
+            served
+        })
+    }
+
+    /// An admin request to node `i` (1-based), on its loopback, with the token.
+    fn admin(&self, i: usize, method: &'static str, path: &'static str) -> (u16, String) {
+        in_netns(&self.nodes[i - 1], move || {
+            let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}"
+            );
+            http_raw(addr, &head, b"").expect("the admin API answers")
+        })
+    }
+
+    fn announcement(&self, i: usize) -> serde_json::Value {
+        let (_, body) = self.admin(i, "GET", "/status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        status["anycast"][0].clone()
+    }
+}
+
+#[test]
+fn nodes_announced_by_bgp_share_the_traffic_and_withdraw_when_drained_unhealthy_or_dead() {
+    let Some(mut rack) = Rack::new("anycast ECMP") else {
+        return;
+    };
+    rack.wait_next_hops(&[1, 2, 3]);
+    let served = rack.spread(60);
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        ["n1", "n2", "n3"],
+        "60 connections over three next hops reach every node: {served:?}\n{}",
+        rack.logs()
+    );
+    assert_eq!(rack.announcement(1)["announced"], true);
+
+    // Drained: withdrawn, and new connections go elsewhere; enabled: back.
+    let out = netns::exec(&rack.nodes[2], tandem_bin())
+        .args([
+            "drain",
+            "node",
+            "--admin",
+            "127.0.0.1:9090",
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("withdrawn: 1"),
+        "{said}"
+    );
+    rack.wait_next_hops(&[1, 2]);
+    let served = rack.spread(30);
+    assert!(!served.contains_key("n3"), "{served:?}");
+    assert_eq!(rack.announcement(3)["announced"], false);
+    let (code, body) = rack.admin(3, "POST", "/node/enable");
+    assert_eq!(code, 200, "{body}");
+    rack.wait_next_hops(&[1, 2, 3]);
+
+    // A node whose pool has no usable backend withdraws.
+    rack.backends[1].stop();
+    rack.wait_next_hops(&[1, 3]);
+    let why = rack.announcement(2)["why"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("usable backend"), "{why}");
+    let served = rack.spread(30);
+    assert!(
+        !served.contains_key("n2") && served.keys().all(|k| k.starts_with('n')),
+        "{served:?}"
+    );
+    let listener = in_netns(&rack.nodes[1], || {
+        TcpListener::bind("127.0.0.1:9000").expect("bind")
+    });
+    rack.backends[1] = Backend::from_listener("n2", listener);
+    rack.wait_next_hops(&[1, 2, 3]);
+
+    // SIGTERM: withdrawn first, served through withdraw_grace, then drained and gone.
+    let mut stopped = rack.tandems[1].take().unwrap();
+    stopped.signal(rustix::process::Signal::TERM);
+    rack.wait_next_hops(&[1, 3]);
+    assert!(stopped.wait_exit().success());
+    let log = stopped.log_text();
+    let withdrawn = log
+        .find("announcements withdrawn")
+        .unwrap_or_else(|| panic!("{log}"));
+    let draining = log
+        .find("no longer accepting")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(withdrawn < draining, "withdraw, then drain:\n{log}");
+
+    // A node that dies outright (its Tandem killed, its link gone): BFD tells the router
+    // within ~300 ms, and new connections succeed through the node left.
+    let dead = rack.tandems[0].take().unwrap();
+    dead.signal(rustix::process::Signal::KILL);
+    let died = Instant::now();
+    rack.lan.set_host_link(&rack.nodes[0], false);
+    let target = SocketAddr::from((VIP, 80));
+    let client = rack.client.clone();
+    let recovered = in_netns(&client, move || {
+        let mut streak = 0;
+        while died.elapsed() < Duration::from_secs(10) {
+            match which_backend_within(target, Duration::from_millis(200)) {
+                Ok(name) if name == "n3" => streak += 1,
+                _ => streak = 0,
+            }
+            if streak == 5 {
+                return Some(died.elapsed());
+            }
+        }
+        None
+    });
+    let recovered =
+        recovered.unwrap_or_else(|| panic!("never served by n3 alone\n{}", rack.logs()));
+    rack.wait_next_hops(&[3]);
+    eprintln!("node death to five connections in a row served by the survivor: {recovered:?}");
+    assert!(
+        recovered < Duration::from_secs(3),
+        "{recovered:?}: slower than BFD (300 ms) and BGP can explain\n{}",
+        rack.logs()
+    );
+}
