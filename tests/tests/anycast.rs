@@ -353,3 +353,189 @@ fn nodes_announced_by_bgp_share_the_traffic_and_withdraw_when_drained_unhealthy_
         rack.logs()
     );
 }
+
+/// What a change to one node costs: until when new connections still fail or reach it, and
+/// how many of the connections open before it break (a round trip fails), on that node and
+/// on the others.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// Its Tandem killed and its link down.
+    Death,
+    /// `POST /node/drain`.
+    Drain,
+    /// Its pool's only backend stops.
+    PoolFailure,
+}
+
+/// Makes the router forward the service address through a resilient next-hop group that
+/// follows the next hops BIRD installs (polled every 20 ms): what a router with resilient
+/// ECMP hashing does, which BIRD 2.0 cannot program itself. Returns the thread's stop flag.
+fn resilient_router(rack: &Rack) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let r = rack.router.clone();
+    for i in 1..=3u8 {
+        let via = rack.lan.addr(i).to_string();
+        ip(&[
+            "-n",
+            &r,
+            "nexthop",
+            "add",
+            "id",
+            &i.to_string(),
+            "via",
+            &via,
+            "dev",
+            "eth0",
+        ]);
+    }
+    let group = |members: &[u8]| {
+        members
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    ip(&[
+        "-n",
+        &r,
+        "nexthop",
+        "add",
+        "id",
+        "100",
+        "group",
+        "1/2/3",
+        "type",
+        "resilient",
+        "buckets",
+        "128",
+    ]);
+    let vip = format!("{VIP}/32");
+    // Below BIRD's route (metric 32): this one wins.
+    ip(&[
+        "-n", &r, "route", "add", &vip, "nhid", "100", "metric", "10",
+    ]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = stop.clone();
+    let addrs: Vec<String> = (1..=3).map(|i| rack.lan.addr(i).to_string()).collect();
+    std::thread::spawn(move || {
+        let mut current = vec![1u8, 2, 3];
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let bird = ip(&["-n", &r, "route", "show", &vip, "proto", "bird"]);
+            let now: Vec<u8> = (1..=3u8)
+                .filter(|&i| bird.contains(&format!("via {} ", addrs[usize::from(i) - 1])))
+                .collect();
+            if !now.is_empty() && now != current {
+                ip(&[
+                    "-n",
+                    &r,
+                    "nexthop",
+                    "replace",
+                    "id",
+                    "100",
+                    "group",
+                    &group(&now),
+                    "type",
+                    "resilient",
+                    "buckets",
+                    "128",
+                ]);
+                current = now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    stop
+}
+
+/// The benchmark of BENCHMARKS.md's active-active section: 300 connections open over three
+/// nodes behind the router, one node changes, and the connections are counted; with the
+/// plain ECMP route BIRD installs, then with a resilient next-hop group.
+#[test]
+#[ignore = "a benchmark (about 30 s): cargo test --release -p tandem-tests --test anycast -- --ignored --nocapture"]
+fn bench_what_a_node_change_costs_new_and_open_connections() {
+    const OPEN: usize = 300;
+    for resilient in [false, true] {
+        for change in [Change::Death, Change::Drain, Change::PoolFailure] {
+            let Some(mut rack) = Rack::new("anycast bench") else {
+                return;
+            };
+            rack.wait_next_hops(&[1, 2, 3]);
+            let _glue = resilient.then(|| StopOnDrop(resilient_router(&rack)));
+            let target = SocketAddr::from((VIP, 80));
+            let client = rack.client.clone();
+            let open: Vec<(String, Client)> = in_netns(&client, move || {
+                (0..OPEN)
+                    .map(|_| {
+                        let mut c = Client::connect(target).expect("connect");
+                        let name = c.backend_name().expect("served");
+                        c.stream
+                            .set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        (name, c)
+                    })
+                    .collect()
+            });
+            let at = Instant::now();
+            match change {
+                Change::Death => {
+                    rack.tandems[0]
+                        .take()
+                        .unwrap()
+                        .signal(rustix::process::Signal::KILL);
+                    rack.lan.set_host_link(&rack.nodes[0], false);
+                }
+                Change::Drain => {
+                    let (code, body) = rack.admin(1, "POST", "/node/drain");
+                    assert_eq!(code, 200, "{body}");
+                }
+                Change::PoolFailure => rack.backends[0].stop(),
+            }
+            // For 2 s: when the last new connection that failed or still reached n1 was made.
+            let (recovered, failed_new) = in_netns(&client, move || {
+                let (mut last_bad, mut failed) = (Duration::ZERO, 0);
+                while at.elapsed() < Duration::from_secs(2) {
+                    match which_backend_within(target, Duration::from_millis(200)) {
+                        Ok(name) if name != "n1" => {}
+                        Ok(_) => last_bad = at.elapsed(),
+                        Err(_) => {
+                            last_bad = at.elapsed();
+                            failed += 1;
+                        }
+                    }
+                }
+                (last_bad, failed)
+            });
+            rack.wait_next_hops(&[2, 3]);
+            let (mut broken, mut total) = (
+                BTreeMap::<String, usize>::new(),
+                BTreeMap::<String, usize>::new(),
+            );
+            for (name, mut c) in open {
+                *total.entry(name.clone()).or_default() += 1;
+                if c.round_trip(b"ping").ok().as_deref() != Some(b"ping".as_slice()) {
+                    *broken.entry(name).or_default() += 1;
+                }
+            }
+            let on =
+                |map: &BTreeMap<String, usize>, node: &str| map.get(node).copied().unwrap_or(0);
+            let others = |map: &BTreeMap<String, usize>| on(map, "n2") + on(map, "n3");
+            let hashing = if resilient { "resilient" } else { "plain ECMP" };
+            println!(
+                "{hashing}, {change:?}: last new connection failed or sent to n1 at {recovered:?} ({failed_new} failed); \
+             open connections broken: {} of {} on the changed node, {} of {} on the others",
+                on(&broken, "n1"),
+                on(&total, "n1"),
+                others(&broken),
+                others(&total)
+            );
+        }
+    }
+}
+
+/// Stops the resilient router's thread when dropped.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
