@@ -264,6 +264,13 @@ fn nodes_announced_by_bgp_share_the_traffic_and_withdraw_when_drained_unhealthy_
     );
     assert_eq!(rack.announcement(1)["announced"], true);
 
+    // A reload that leaves the announcement as it was does not touch it.
+    let node1 = rack.tandems[0].as_ref().unwrap();
+    node1.reload(&tandem_config(1).replace("drain_timeout = \"2s\"", "drain_timeout = \"3s\""));
+    node1.wait_log("configuration reloaded", 1);
+    assert_eq!(rack.next_hops(), [1, 2, 3]);
+    assert_eq!(rack.announcement(1)["withdrawals"], 0, "no flap on reload");
+
     // Drained: withdrawn, and new connections go elsewhere; enabled: back.
     let out = netns::exec(&rack.nodes[2], tandem_bin())
         .args([
