@@ -63,7 +63,10 @@ impl Acceptor {
             ttl,
             payload,
         } = received;
-        let decoded = packet::check_ttl(ttl).and_then(|()| packet::decode(payload, src, dst));
+        // The header alone: the addresses are not needed here, and collecting them would
+        // allocate on every advert.
+        let decoded =
+            packet::check_ttl(ttl).and_then(|()| packet::decode_header(payload, src, dst));
         let advert = match decoded {
             Ok(advert) => advert,
             Err(e) => return dropped(e.reason(), e.to_string()),

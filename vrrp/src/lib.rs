@@ -17,6 +17,9 @@
 //!   elections, preemption and split brain are tested in memory on a fake clock.
 //! - [`accept`] (pure): which received messages count as adverts for an instance (TTL, the
 //!   codec's checks, our own source, the unicast peer allow-list, vrid, version).
+//! - [`timing`] (pure): how close the election runs to its deadlines (send lateness on a
+//!   master, the Master_Down margin on a backup) in fixed histograms, and an advert's arrival
+//!   time from the kernel's receive timestamp.
 //! - The shell: `sys` (raw sockets, netlink, ARP / NA: the only code that talks to the kernel),
 //!   `instance` (the tokio task that sleeps until `next_timeout`, feeds accepted adverts in and
 //!   carries out the actions), `instances` (a node's set of instances as keepalived runs them:
@@ -36,12 +39,13 @@ pub mod machine;
 pub mod notify;
 pub mod packet;
 pub mod sys;
+pub mod timing;
 
 pub use machine::{
     Action, ConfigError, Input, MAX_PREEMPT_DELAY, Machine, MachineConfig, OWNER_PRIORITY,
     STOP_PRIORITY, State,
 };
 pub use packet::{
-    Advert, DecodeError, EncodeError, Ipv4Meta, MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL, Version,
-    check_ttl, decode, encode, parse_ipv4,
+    Advert, DecodeError, EncodeError, Header, Ipv4Meta, MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL,
+    Version, check_ttl, decode, decode_header, encode, encode_into, parse_ipv4,
 };

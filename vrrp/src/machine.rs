@@ -9,7 +9,8 @@
 //! 1. `handle(now, Input::Startup)` once;
 //! 2. sleep until `next_timeout()` or until an advert or an event arrives;
 //! 3. on wake-up call `handle(now, Input::Timeout)` (when `now >= next_timeout()`) or
-//!    `handle(now, Input::Advert { .. })` etc., and carry out the actions; go to 2.
+//!    `handle(arrived, Input::Advert { .. })` (at the time the advert arrived) etc., and carry
+//!    out the actions; go to 2.
 //!
 //! What the machine does not do, and the caller must: decode and validate packets
 //! ([`crate::packet`], RFC 5798 §7.1 TTL, version and VRID checks), drop its own adverts
@@ -27,6 +28,9 @@
 //! - **Preempt delay**: see [`MachineConfig::preempt_delay`].
 //! - **Fault** ([`Input::Fault`]): see [`Input::Fault`].
 //! - **Relinquish** (the admin "swap"): see [`Input::Relinquish`].
+//! - **Adverts in time order**: an advert is handled at the time it arrived, and a timer that
+//!   ran out before then fires first (see [`Input::Advert`]): what the machine decides depends
+//!   on when adverts arrived, not on when the caller got round to reading them.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -170,6 +174,16 @@ pub enum Input {
     /// Master_Down_Timer in Backup. Harmless if early (nothing is due, nothing happens).
     Timeout,
     /// A received advertisement, already decoded and checked (TTL, version, VRID) by the caller.
+    ///
+    /// Its `now` is the time it *arrived* (the kernel's receive timestamp), not the time it was
+    /// read: a timer restarted by it runs from its arrival. If the machine's timer fell due at or
+    /// before that time, the timer fires first, as it would have had the caller served it on
+    /// time, and the advert is then heard in the state that left (a backup whose
+    /// Master_Down_Timer ran out before the master's advert came takes over, then hears it as
+    /// master). An advert that arrived before the deadline but is read after it (the caller was
+    /// held up) therefore still holds the backup, and one that arrived after it does not,
+    /// whenever either is read. The caller reads the adverts waiting before it serves an overdue
+    /// timer.
     Advert {
         /// The sender's primary address (the IP source).
         src: IpAddr,
@@ -257,6 +271,12 @@ pub struct Machine {
     lower_since: Option<Instant>,
     /// Set by Relinquish: do not preempt until we next become master.
     yielded: bool,
+    /// The Master_Down_Timer was started by the master's advert ((450)-(460)), not by entering
+    /// Backup or by a priority-0 advert: only then does its deadline say how late the master's
+    /// next advert is.
+    timer_by_advert: bool,
+    /// The Master_Down margin of the input last handled ([`Machine::master_down_margin`]).
+    margin: Option<Duration>,
 }
 
 impl Machine {
@@ -274,6 +294,8 @@ impl Machine {
             master: None,
             lower_since: None,
             yielded: false,
+            timer_by_advert: false,
+            margin: None,
         };
         machine.effective = machine.compute_effective();
         Ok(machine)
@@ -282,27 +304,34 @@ impl Machine {
     /// Applies one input at time `now`; returns what the caller must do, in order.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
+        self.handle_into(now, input, &mut out);
+        out
+    }
+
+    /// [`Machine::handle`], appending the actions to `out`: a caller that reuses one vector
+    /// allocates nothing per input.
+    pub fn handle_into(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
+        self.margin = None;
         match input {
             Input::Startup => {
                 if self.state == State::Initialize {
-                    self.start(now, &mut out);
+                    self.start(now, out);
                 }
             }
-            Input::Shutdown => self.shutdown(&mut out),
-            Input::Timeout => self.timeout(now, &mut out),
+            Input::Shutdown => self.shutdown(out),
+            Input::Timeout => self.timeout(now, out),
             Input::Advert {
                 src,
                 priority,
                 interval,
-            } => self.advert(now, src, priority, interval, &mut out),
+            } => self.advert(now, src, priority, interval, out),
             Input::SetPriorityDelta(delta) => {
                 self.delta = delta;
                 self.effective = self.compute_effective();
             }
-            Input::Fault(down) => self.set_fault(now, down, &mut out),
-            Input::Relinquish => self.relinquish(now, &mut out),
+            Input::Fault(down) => self.set_fault(now, down, out),
+            Input::Relinquish => self.relinquish(now, out),
         }
-        out
     }
 
     /// The earliest instant at which [`Input::Timeout`] has work: `Some` exactly in Backup and
@@ -348,6 +377,15 @@ impl Machine {
             Version::V2 => Duration::from_secs(1),
         };
         base * weight / 256
+    }
+
+    /// On a backup, how much of the Master_Down_Interval was left when the advert last handled
+    /// arrived: `Some` when that advert came from the master we follow and restarted a
+    /// Master_Down_Timer that the master's previous advert had started; zero when it arrived at
+    /// or after the deadline (then the timer fired first: a takeover). `None` after any other
+    /// input. How close the pair came to a takeover, advert by advert.
+    pub fn master_down_margin(&self) -> Option<Duration> {
+        self.margin
     }
 
     /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1; in v2,
@@ -407,6 +445,7 @@ impl Machine {
     /// Master_Adver_Interval already set by the caller.
     fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.timer = Some(now + self.master_down_interval());
+        self.timer_by_advert = false;
         self.lower_since = None;
         self.enter(State::Backup, out);
     }
@@ -434,6 +473,7 @@ impl Machine {
 
     fn stop_timers(&mut self) {
         self.timer = None;
+        self.timer_by_advert = false;
         self.master = None;
         self.lower_since = None;
         self.yielded = false;
@@ -470,6 +510,14 @@ impl Machine {
             .is_some_and(|since| now >= since + self.config.preempt_delay)
     }
 
+    /// Whether a backup accepts a (non-zero) advert of `priority` as its master's: restarts its
+    /// Master_Down_Timer rather than discarding it to preempt (RFC 5798 §6.4.2 (450)-(470)).
+    /// The same before and after the advert starts the preempt-delay clock: a clock started by
+    /// this advert has not run out by it.
+    fn follows(&self, now: Instant, priority: u8) -> bool {
+        priority >= self.effective || !self.may_preempt(now)
+    }
+
     fn advert(
         &mut self,
         now: Instant,
@@ -482,11 +530,24 @@ impl Machine {
             return;
         }
         // RFC 5798 §7.1: the address owner discards every advert for its VRID.
-        if self.is_owner() {
-            return;
-        }
         // RFC 3768 §7.1: a v2 advert whose interval differs from ours MUST be discarded.
-        if self.config.version == Version::V2 && interval != self.config.advert_interval {
+        let discarded = self.is_owner()
+            || (self.config.version == Version::V2 && interval != self.config.advert_interval);
+        // The advert arrived at `now`: a timer due by then ran out before it came, and fires
+        // first, whatever becomes of the advert. For a backup that is a takeover, with no margin
+        // left.
+        if self.timer.is_some_and(|deadline| deadline <= now) {
+            if self.state == State::Backup
+                && self.timer_by_advert
+                && !discarded
+                && priority != STOP_PRIORITY
+                && self.follows(now, priority)
+            {
+                self.margin = Some(Duration::ZERO);
+            }
+            self.timeout(now, out);
+        }
+        if discarded {
             return;
         }
         let learned = interval.clamp(LEARNED_INTERVAL.0, LEARNED_INTERVAL.1);
@@ -502,22 +563,30 @@ impl Machine {
         if priority == STOP_PRIORITY {
             // (430): the master resigns; the best backup (shortest skew) takes over.
             self.timer = Some(now + self.skew_time());
+            self.timer_by_advert = false;
             self.master = None;
             self.lower_since = None;
             return;
         }
         self.master = Some(src);
+        let follows = self.follows(now, priority);
         if priority >= self.effective {
             self.lower_since = None;
         } else if self.lower_since.is_none() {
             self.lower_since = Some(now);
         }
-        if priority >= self.effective || !self.may_preempt(now) {
+        if follows {
             // (450)-(460); only v3 learns the interval (v2 already discarded a mismatch).
+            if self.timer_by_advert {
+                self.margin = self
+                    .timer
+                    .map(|deadline| deadline.saturating_duration_since(now));
+            }
             if self.config.version == Version::V3 {
                 self.master_adver_interval = interval;
             }
             self.timer = Some(now + self.master_down_interval());
+            self.timer_by_advert = true;
         }
         // else (470): discard, and let the Master_Down_Timer run out.
     }

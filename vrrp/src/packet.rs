@@ -2,7 +2,8 @@
 //! (RFC 3768 §5) over IPv4.
 //!
 //! Pure: bytes in, bytes out. [`encode`] and [`decode`] handle the VRRP message only (what
-//! follows the IP header); [`parse_ipv4`] strips the IPv4 header a raw IPv4 socket delivers, and
+//! follows the IP header); [`encode_into`] and [`decode_header`] do the same without allocating,
+//! for the per-advert path of a running instance; [`parse_ipv4`] strips the IPv4 header a raw IPv4 socket delivers, and
 //! [`check_ttl`] applies the TTL / hop-limit rule of RFC 5798 §7.1 (for IPv6 the caller reads the
 //! hop limit from a control message).
 //!
@@ -197,6 +198,20 @@ impl DecodeError {
 /// (RFC 3768 §5.3.8). A v2 message ends with auth type 0 and eight zero bytes of auth data, as
 /// sent by routers that use no authentication.
 pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    encode_into(advert, src, dst, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`] into `out`, which is cleared first: a caller that reuses one buffer allocates
+/// nothing per advert. On error `out` is left empty.
+pub fn encode_into(
+    advert: &Advert,
+    src: IpAddr,
+    dst: IpAddr,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    out.clear();
     if advert.vrid == 0 {
         return Err(EncodeError::Vrid);
     }
@@ -219,7 +234,7 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, Enco
         Version::V2 => V2_AUTH_LEN,
         Version::V3 => 0,
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + addr_len * advert.addresses.len() + auth_len);
+    out.reserve(HEADER_LEN + addr_len * advert.addresses.len() + auth_len);
     out.push((advert.version.number() << 4) | TYPE_ADVERTISEMENT);
     out.push(advert.vrid);
     out.push(advert.priority);
@@ -243,11 +258,11 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, Enco
     out.resize(out.len() + auth_len, 0);
 
     let sum = match advert.version {
-        Version::V3 => checksum(pseudo_header_sum(src, dst, out.len()), &out),
-        Version::V2 => checksum(0, &out),
+        Version::V3 => checksum(pseudo_header_sum(src, dst, out.len()), out),
+        Version::V2 => checksum(0, out),
     };
     out[6..8].copy_from_slice(&sum.to_be_bytes());
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes and validates one VRRP message (no IP header) that arrived from `src` to `dst`.
@@ -265,6 +280,43 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, Enco
 ///
 /// No input panics.
 pub fn decode(bytes: &[u8], src: IpAddr, dst: IpAddr) -> Result<Advert, DecodeError> {
+    let header = decode_header(bytes, src, dst)?;
+    let addr_len = if src.is_ipv4() { 4 } else { 16 };
+    let addr_end = HEADER_LEN + addr_len * usize::from(header.count);
+    let addresses = bytes[HEADER_LEN..addr_end]
+        .chunks_exact(addr_len)
+        // A chunk is 4 bytes (IPv4) or 16 (IPv6): the first conversion fails only for IPv6.
+        .map(|chunk| match <[u8; 4]>::try_from(chunk) {
+            Ok(a) => IpAddr::from(a),
+            Err(_) => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(chunk);
+                IpAddr::from(a)
+            }
+        })
+        .collect();
+    Ok(Advert {
+        version: header.version,
+        vrid: header.vrid,
+        priority: header.priority,
+        interval: header.interval,
+        addresses,
+    })
+}
+
+/// An advert's fields but its addresses, as [`decode_header`] reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: Version,
+    pub vrid: u8,
+    pub priority: u8,
+    pub interval: Duration,
+    /// How many virtual addresses follow.
+    pub count: u8,
+}
+
+/// Every check of [`decode`], without collecting the addresses: allocates nothing.
+pub fn decode_header(bytes: &[u8], src: IpAddr, dst: IpAddr) -> Result<Header, DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::Short(bytes.len()));
     }
@@ -318,24 +370,12 @@ pub fn decode(bytes: &[u8], src: IpAddr, dst: IpAddr) -> Result<Advert, DecodeEr
     if units == 0 {
         return Err(DecodeError::Interval);
     }
-    let addresses = bytes[HEADER_LEN..addr_end]
-        .chunks_exact(addr_len)
-        // A chunk is 4 bytes (IPv4) or 16 (IPv6): the first conversion fails only for IPv6.
-        .map(|chunk| match <[u8; 4]>::try_from(chunk) {
-            Ok(a) => IpAddr::from(a),
-            Err(_) => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(chunk);
-                IpAddr::from(a)
-            }
-        })
-        .collect();
-    Ok(Advert {
+    Ok(Header {
         version,
         vrid,
         priority: bytes[2],
         interval: version.interval_from_wire(units),
-        addresses,
+        count,
     })
 }
 

@@ -89,6 +89,79 @@ fn v3_backup_takes_over_exactly_master_down_interval_after_the_last_advert() {
     assert_eq!(net.entered(1, State::Master), Some(last + us(3_609_375)));
 }
 
+/// A backup held up (its thread stalled) for three Master_Down_Intervals while its master's
+/// adverts kept arriving reads them when it runs again, each counted from when it arrived: no
+/// takeover, and its Master_Down_Timer runs from the last one.
+#[test]
+fn a_backup_held_up_past_master_down_interval_keeps_a_master_whose_adverts_kept_arriving() {
+    let mut net = Net::new(vec![v3(200, 1), v3(100, 2)]);
+    net.start_all();
+    net.run_for(ms(10_500));
+    net.hold(1);
+    net.run_for(SEC * 11);
+    assert_eq!(net.nodes[1].waiting.len(), 11, "one advert a second waited");
+    net.release(1);
+    assert_eq!(net.transitions(1), [(State::Initialize, State::Backup)]);
+    assert_eq!(net.masters(), [0]);
+    assert_eq!(
+        net.nodes[1].machine.next_timeout(),
+        Some(net.last_advert(0) + us(3_609_375))
+    );
+}
+
+/// A backup held up while its master died takes over as soon as it runs again: the master's
+/// last advert counts from when it arrived, not from when it was read (which would add up to a
+/// Master_Down_Interval).
+#[test]
+fn a_backup_held_up_while_its_master_died_takes_over_as_soon_as_it_runs_again() {
+    let mut net = Net::new(vec![v3(200, 1), v3(100, 2)]);
+    net.start_all();
+    net.run_for(ms(10_500));
+    net.hold(1);
+    net.run_for(SEC * 2);
+    net.crash(0);
+    let last = net.last_advert(0);
+    net.run_for(SEC * 8);
+    assert!(!net.nodes[1].waiting.is_empty());
+    let released = net.now;
+    assert!(released > last + us(3_609_375));
+    net.release(1);
+    assert_eq!(net.entered(1, State::Master), Some(released));
+}
+
+/// What a backup decides depends on when adverts arrived, not on when it read them: a gap
+/// longer than Master_Down_Interval is a takeover (and, the master being better, a return to
+/// Backup when its advert is heard) whether the backup ran on time or was held up through it.
+#[test]
+fn an_advert_gap_past_master_down_interval_is_a_takeover_whenever_the_adverts_are_read() {
+    for held in [false, true] {
+        let mut net = Net::new(vec![v3(200, 1), v3(100, 2)]);
+        net.start_all();
+        net.run_for(ms(10_500));
+        if held {
+            net.hold(1);
+        }
+        net.partition(0, 1);
+        net.run_for(SEC * 4);
+        net.heal();
+        net.run_for(SEC * 3);
+        if held {
+            net.release(1);
+        }
+        net.run_for(SEC);
+        assert_eq!(
+            net.transitions(1),
+            [
+                (State::Initialize, State::Backup),
+                (State::Backup, State::Master),
+                (State::Master, State::Backup)
+            ],
+            "held up: {held}"
+        );
+        assert_eq!(net.masters(), [0], "held up: {held}");
+    }
+}
+
 /// RFC 3768 §6.1: v2 Skew_Time is (256 - Priority) / 256 s whatever the interval, so with a
 /// 2 s interval Master_Down_Interval = 6 s + 0.609375 s.
 #[test]

@@ -1,11 +1,18 @@
 //! The task behind an [`Instance`](super::Instance): it sleeps until the machine's next
 //! deadline, an advert, a command or a link poll, feeds each to the machine, and carries out
 //! the actions (adverts, VIPs, announcements), publishing the status after every change.
+//!
+//! The per-advert path (an advert received and judged, or the Adver_Timer served and an advert
+//! sent) allocates nothing and logs nothing: the machine's actions go into a vector kept from
+//! one input to the next, the advert is encoded into a kept buffer, a received one is judged on
+//! its header alone, and what is measured goes into the fixed histograms of [`Status::timing`].
+//! What needs saying about it (low margins) is said from the link poll, at most every
+//! [`LOW_MARGIN_WARN_EVERY`].
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -18,7 +25,8 @@ use crate::packet::{self, Advert};
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
 use crate::sys::link::{self, Link};
-use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6, GROUP_V4, GROUP_V6};
+use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6, GROUP_V6, ReceivedV4, ReceivedV6};
+use crate::timing::{self, Warnings};
 
 /// How often links (own and tracked) are looked at. Cheap: a sysfs read each.
 const LINK_POLL: Duration = Duration::from_millis(200);
@@ -28,8 +36,12 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 8192;
 /// Pause before receiving again after a receive error.
 const RECV_RETRY: Duration = Duration::from_millis(100);
-/// Datagrams read before serving a due timer, at most.
-const READ_WAITING_MAX: usize = 64;
+/// Datagrams read before serving a due timer, at most. Reading stops sooner, at the first that
+/// arrived after the timer was served: only those before it can change what the timer does,
+/// and the socket's receive buffer bounds how many those are.
+const READ_WAITING_MAX: usize = 256;
+/// A warning about low Master_Down margins is logged at most this often per instance.
+pub(super) const LOW_MARGIN_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The advert sockets of one family.
 pub(super) enum Sockets {
@@ -39,10 +51,20 @@ pub(super) enum Sockets {
 
 /// What one receive produced, before any check.
 enum Datagram {
-    /// A whole IPv4 datagram of this length, header included.
-    V4(usize),
+    /// A whole IPv4 datagram, header included.
+    V4(ReceivedV4),
     /// A VRRP message over IPv6, with what the kernel told of its header.
-    V6(crate::sys::socket::ReceivedV6),
+    V6(ReceivedV6),
+}
+
+impl Datagram {
+    /// The kernel's receive timestamp.
+    fn stamped(&self) -> Option<SystemTime> {
+        match self {
+            Datagram::V4(r) => r.arrived,
+            Datagram::V6(r) => r.arrived,
+        }
+    }
 }
 
 impl Sockets {
@@ -79,6 +101,19 @@ pub(super) struct Driver {
     /// Which received messages are adverts for us.
     pub(super) acceptor: Acceptor,
     pub(super) socket: Sockets,
+    /// Where adverts go: the group, or each unicast peer.
+    pub(super) destinations: Vec<IpAddr>,
+    /// The advert we send, but for its priority, which each send sets.
+    pub(super) advert: Advert,
+    /// The encoded advert, reused from one send to the next.
+    pub(super) send_buf: Vec<u8>,
+    /// The machine's actions, reused from one input to the next.
+    pub(super) actions: Vec<Action>,
+    /// When the datagram read last arrived: no later one can have arrived before it.
+    pub(super) last_arrival: Instant,
+    /// While the Adver_Timer is served: when it fell due (for the send lateness).
+    pub(super) advert_due: Option<Instant>,
+    pub(super) low_margin_warnings: Warnings,
     pub(super) addresses: Addresses,
     pub(super) announcer: Option<Announcer>,
     pub(super) status: watch::Sender<Status>,
@@ -125,18 +160,21 @@ impl Driver {
                 () = sleep_until(deadline) => {
                     // A timer served late (the thread was held up) must not outrun the adverts
                     // that arrived meanwhile: a master whose advert came in time but is read
-                    // late is still the master. Those waiting are read first.
+                    // late is still the master. Those waiting are read first, each judged by
+                    // when it arrived (the machine fires the timer first for one that came
+                    // after it).
                     self.read_waiting(&mut buf).await;
-                    if self.machine.next_timeout().is_some_and(|due| due <= Instant::now()) {
+                    let now = Instant::now();
+                    if let Some(due) = self.machine.next_timeout().filter(|due| *due <= now) {
+                        if self.machine.state() == State::Master {
+                            self.advert_due = Some(due);
+                        }
                         self.feed(Input::Timeout).await;
+                        self.advert_due = None;
                     }
                 }
                 received = self.socket.recv(&mut buf), if recv_resume.is_none() => match received {
-                    Ok(datagram) => {
-                        if let Some(input) = self.accept(&buf, datagram) {
-                            self.feed(input).await;
-                        }
-                    }
+                    Ok(datagram) => self.receive(&buf, datagram).await,
                     Err(e) => {
                         // Counted and logged at most every DROP_LOG_EVERY. Receiving pauses
                         // briefly so a persistent error cannot spin, while the timers keep
@@ -160,6 +198,7 @@ impl Driver {
                     self.feed(input).await;
                 }
                 _ = links.tick() => {
+                    self.warn_of_low_margins();
                     let fault = !self.links_up();
                     if fault != self.link_fault {
                         self.link_fault = fault;
@@ -187,19 +226,64 @@ impl Driver {
         self.feed(Input::Shutdown).await;
     }
 
-    /// Feeds the machine the datagrams already waiting in the socket (a bounded number: a
-    /// flood must not hold the timers up in turn).
+    /// Feeds the machine the datagrams already waiting in the socket, up to the first that
+    /// arrived after this call (a bounded number: a flood must not hold the timers up in turn).
     async fn read_waiting(&mut self, buf: &mut [u8]) {
+        let started = SystemTime::now();
         for _ in 0..READ_WAITING_MAX {
             match self.socket.try_recv(buf) {
                 Ok(Some(datagram)) => {
-                    if let Some(input) = self.accept(buf, datagram) {
-                        self.feed(input).await;
+                    let later = datagram.stamped().is_some_and(|at| at >= started);
+                    self.receive(buf, datagram).await;
+                    if later {
+                        return;
                     }
                 }
                 // Nothing waiting; or an error, which the select loop's receive will meet.
                 Ok(None) | Err(_) => return,
             }
+        }
+    }
+
+    /// Judges one datagram and feeds an advert to the machine at the time it arrived.
+    async fn receive(&mut self, buf: &[u8], datagram: Datagram) {
+        let arrived = timing::arrival(
+            Instant::now(),
+            SystemTime::now(),
+            datagram.stamped(),
+            self.last_arrival,
+        );
+        self.last_arrival = arrived;
+        if let Some(input) = self.accept(buf, datagram) {
+            self.feed_at(arrived, input).await;
+        }
+    }
+
+    /// Says, at most every [`LOW_MARGIN_WARN_EVERY`], how many of the master's adverts came
+    /// with less than a quarter of Master_Down_Interval left since it last said so. Off the
+    /// per-advert path: called from the link poll.
+    fn warn_of_low_margins(&mut self) {
+        let now = Instant::now();
+        let (low, worst) = {
+            let status = self.status.borrow();
+            (status.timing.low_margins, status.timing.worst_margin(now))
+        };
+        if let Some(count) = self.low_margin_warnings.due(now, low) {
+            let interval = self.machine.master_down_interval();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let worst = worst.map_or(0.0, ms);
+            tracing::warn!(
+                instance = %self.config.name,
+                count,
+                worst_margin_ms = worst,
+                master_down_interval_ms = ms(interval),
+                "VRRP {}: {count} advert(s) of the master arrived with less than a quarter of \
+                 Master_Down_Interval ({:.1} ms) to spare (worst recent margin {worst:.1} ms): \
+                 the pair is close to a false takeover; raise advert_interval or find what \
+                 delays the adverts",
+                self.config.name,
+                ms(interval),
+            );
         }
     }
 
@@ -211,7 +295,7 @@ impl Driver {
     /// an advert of our group.
     fn accept(&mut self, buf: &[u8], datagram: Datagram) -> Option<Input> {
         let received = match datagram {
-            Datagram::V4(n) => match packet::parse_ipv4(&buf[..n]) {
+            Datagram::V4(r) => match packet::parse_ipv4(&buf[..r.len]) {
                 Ok((meta, payload)) => Received {
                     src: IpAddr::V4(meta.src),
                     dst: IpAddr::V4(meta.dst),
@@ -240,14 +324,11 @@ impl Driver {
                 src,
                 priority,
                 interval,
-            } => {
-                self.status.send_modify(|s| s.adverts_received += 1);
-                Some(Input::Advert {
-                    src,
-                    priority,
-                    interval,
-                })
-            }
+            } => Some(Input::Advert {
+                src,
+                priority,
+                interval,
+            }),
             Verdict::Own | Verdict::OtherRouter => None,
             Verdict::Dropped { reason, detail } => {
                 self.drop_packet(reason, &detail);
@@ -275,15 +356,23 @@ impl Driver {
     }
 
     async fn feed(&mut self, input: Input) {
-        self.feed_one(input).await;
+        self.feed_at(Instant::now(), input).await;
+    }
+
+    /// Feeds `input` as of `at`: now, or for an advert the time it arrived.
+    async fn feed_at(&mut self, at: Instant, input: Input) {
+        self.feed_one(at, input).await;
         if std::mem::take(&mut self.vip_fault_pending) {
-            self.feed_one(Input::Fault(true)).await;
+            self.feed_one(Instant::now(), Input::Fault(true)).await;
         }
     }
 
-    async fn feed_one(&mut self, input: Input) {
-        let actions = self.machine.handle(Instant::now(), input);
-        for action in actions {
+    async fn feed_one(&mut self, at: Instant, input: Input) {
+        let heard = matches!(input, Input::Advert { .. });
+        let mut actions = std::mem::take(&mut self.actions);
+        self.machine.handle_into(at, input, &mut actions);
+        let margin = self.machine.master_down_margin();
+        for action in actions.drain(..) {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority),
                 Action::AddVips => self.add_vips().await,
@@ -308,42 +397,49 @@ impl Driver {
                 }
             }
         }
+        self.actions = actions;
         let (effective, master) = (self.machine.effective_priority(), self.machine.master());
+        let master_down_interval = self.machine.master_down_interval();
         self.status.send_if_modified(|s| {
-            let changed = s.effective_priority != effective || s.master != master;
+            let mut changed = s.effective_priority != effective || s.master != master;
             s.effective_priority = effective;
             s.master = master;
+            if heard {
+                s.adverts_received += 1;
+                changed = true;
+            }
+            if let Some(margin) = margin {
+                s.timing.record_margin(at, margin, master_down_interval);
+            }
             changed
         });
     }
 
+    /// Sends the advert to each destination; when the Adver_Timer sent it, records how late.
     fn send_advert(&mut self, priority: u8) {
-        let advert = Advert {
-            version: self.config.election.version,
-            vrid: self.config.election.vrid,
-            priority,
-            interval: self.config.election.advert_interval,
-            addresses: self.config.vips.iter().map(|(ip, _)| *ip).collect(),
-        };
-        let destinations: Vec<IpAddr> = if self.config.peers.is_empty() {
-            match self.source {
-                IpAddr::V4(_) => vec![IpAddr::V4(GROUP_V4)],
-                IpAddr::V6(_) => vec![IpAddr::V6(GROUP_V6)],
-            }
-        } else {
-            self.config.peers.clone()
-        };
-        for dst in destinations {
-            let sent = packet::encode(&advert, self.source, dst)
+        self.advert.priority = priority;
+        let due = self.advert_due.take();
+        let now = Instant::now();
+        let mut sent = 0;
+        for &dst in &self.destinations {
+            let result = packet::encode_into(&self.advert, self.source, dst, &mut self.send_buf)
                 .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|message| self.socket.send(&message, dst));
-            match sent {
-                Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
+                .and_then(|()| self.socket.send(&self.send_buf, dst));
+            match result {
+                Ok(()) => sent += 1,
                 Err(e) => {
                     tracing::warn!(instance = %self.config.name, %dst, error = %e, "sending a VRRP advert failed");
                 }
             }
         }
+        self.status.send_if_modified(|s| {
+            s.adverts_sent += sent;
+            if let Some(due) = due {
+                s.timing
+                    .record_send_lateness(now, now.saturating_duration_since(due));
+            }
+            sent > 0 || due.is_some()
+        });
     }
 
     async fn add_vips(&mut self) {

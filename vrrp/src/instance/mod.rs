@@ -22,10 +22,12 @@ use driver::{Driver, Sockets};
 
 use crate::accept::Acceptor;
 use crate::machine::{Machine, MachineConfig, State};
+use crate::packet::Advert;
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
 use crate::sys::link::Link;
-use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6};
+use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6, GROUP_V4, GROUP_V6};
+use crate::timing::{Timing, Warnings};
 
 /// Everything one instance needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,9 @@ pub struct Status {
     pub adverts_received: u64,
     /// Dropped packets by reason ([`crate::packet::DecodeError::reason`], or `peer`/`version`).
     pub dropped: BTreeMap<&'static str, u64>,
+    /// How close the election runs to its deadlines: send lateness as master, Master_Down
+    /// margins as backup (see [`crate::timing`]).
+    pub timing: Timing,
 }
 
 /// One change of state, as published to [`Instance::transitions`].
@@ -255,6 +260,7 @@ impl Instance {
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),
+            timing: Timing::default(),
         };
         let (status_tx, status_rx) = watch::channel(status);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -266,8 +272,31 @@ impl Instance {
             vrid: config.election.vrid,
             version: config.election.version,
         };
+        let destinations = if multicast {
+            match source {
+                IpAddr::V4(_) => vec![IpAddr::V4(GROUP_V4)],
+                IpAddr::V6(_) => vec![IpAddr::V6(GROUP_V6)],
+            }
+        } else {
+            config.peers.clone()
+        };
+        let advert = Advert {
+            version: config.election.version,
+            vrid: config.election.vrid,
+            priority: config.election.priority,
+            interval: config.election.advert_interval,
+            addresses: config.vips.iter().map(|(ip, _)| *ip).collect(),
+        };
         let driver = Driver {
             acceptor,
+            destinations,
+            advert,
+            send_buf: Vec::new(),
+            // More than any one input yields (at most five: a takeover and the advert after it).
+            actions: Vec::with_capacity(8),
+            last_arrival: now,
+            advert_due: None,
+            low_margin_warnings: Warnings::new(driver::LOW_MARGIN_WARN_EVERY),
             config,
             link,
             source,

@@ -549,6 +549,147 @@ fn preempt_delay_accepts_a_lower_master_until_the_delay_has_run() {
     assert_eq!(m.next_timeout(), Some(t + m.master_down_interval()));
 }
 
+/// The adverts a caller reads late (its thread was held up) are handled at the times they
+/// arrived: each restarts the Master_Down_Timer from its arrival, so a master whose adverts kept
+/// coming stays master however late they are read.
+#[test]
+fn adverts_read_late_but_arrived_in_time_keep_the_master() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    let mdi = m.master_down_interval();
+    // Held up from t0 for 10 s, while the master's adverts arrived every second.
+    for k in 1..=10 {
+        let arrived = t0 + SEC * k;
+        assert!(
+            m.handle(arrived, advert(HIGHER_ADDR, 200, SEC)).is_empty(),
+            "{k}"
+        );
+        assert_eq!(m.master_down_margin(), Some(mdi - SEC), "{k}");
+    }
+    assert_eq!(m.next_timeout(), Some(t0 + SEC * 10 + mdi));
+    // Then the overdue timer is served: nothing is due any more.
+    assert!(m.handle(t0 + SEC * 10, Input::Timeout).is_empty());
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master(), Some(HIGHER_ADDR));
+}
+
+/// A master that stopped while the caller was held up is taken over as soon as the caller
+/// serves the timer: its last advert counts from when it arrived, not from when it was read.
+#[test]
+fn a_master_that_stopped_while_adverts_waited_is_taken_over_at_once() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    // Read at t0 + 10 s: the last advert arrived at t0 + 2 s.
+    m.handle(t0 + SEC, advert(HIGHER_ADDR, 200, SEC));
+    m.handle(t0 + SEC * 2, advert(HIGHER_ADDR, 200, SEC));
+    let due = t0 + SEC * 2 + m.master_down_interval();
+    assert_eq!(m.next_timeout(), Some(due));
+    let now = t0 + SEC * 10;
+    assert!(due < now);
+    m.handle(now, Input::Timeout);
+    assert_eq!(m.state(), State::Master);
+}
+
+/// An advert that arrived after the Master_Down_Timer ran out comes after the takeover, whenever
+/// it is read: the backup becomes master, then hears a better master and goes back. The same as
+/// a backup served on time would do (RFC 5798 §6.4.2 (370)-(410), then §6.4.3 (740)-(765)).
+#[test]
+fn an_advert_that_arrived_after_master_down_interval_comes_after_the_takeover() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    let due = m.next_timeout().unwrap();
+    let late = due + ms(1);
+    assert_eq!(
+        m.handle(late, advert(HIGHER_ADDR, 200, SEC)),
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::AddVips,
+            transition(State::Backup, State::Master),
+            Action::RemoveVips,
+            transition(State::Master, State::Backup),
+        ]
+    );
+    assert_eq!(
+        m.master_down_margin(),
+        Some(Duration::ZERO),
+        "no margin left"
+    );
+    assert_eq!(m.next_timeout(), Some(late + m.master_down_interval()));
+    assert_eq!(m.master(), Some(HIGHER_ADDR));
+
+    // Arriving exactly at the deadline is too late as well: the timer goes first.
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    let due = m.next_timeout().unwrap();
+    m.handle(due, advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master_down_margin(), Some(Duration::ZERO));
+
+    // A lower master that came late is preempted: we stay master.
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(LOWER_ADDR, 50, SEC));
+    let due = m.next_timeout().unwrap();
+    m.handle(due + ms(1), advert(LOWER_ADDR, 50, SEC));
+    assert_eq!(m.state(), State::Master);
+}
+
+/// The margin: how much of the Master_Down_Interval the master's previous advert started was
+/// left when its next one arrived. Only adverts the backup follows, and only against a timer
+/// such an advert started, have one.
+#[test]
+fn the_master_down_margin_is_what_was_left_of_the_timer_the_last_advert_started() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    let mdi = m.master_down_interval();
+    m.handle(t0 + ms(500), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.master_down_margin(), None, "the timer was from startup");
+    m.handle(t0 + ms(1_500), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.master_down_margin(), Some(mdi - SEC));
+    m.handle(t0 + ms(4_000), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.master_down_margin(), Some(mdi - ms(2_500)), "a late one");
+    m.handle(t0 + ms(4_000), Input::SetPriorityDelta(0));
+    assert_eq!(m.master_down_margin(), None, "another input");
+    // A lower-priority advert we discard to preempt restarts nothing: no margin.
+    m.handle(t0 + ms(4_500), advert(LOWER_ADDR, 50, SEC));
+    assert_eq!(m.master_down_margin(), None);
+    // Priority 0 sets the timer to Skew_Time: the next advert has no margin to measure.
+    m.handle(t0 + ms(5_000), advert(HIGHER_ADDR, 0, SEC));
+    assert_eq!(m.master_down_margin(), None);
+    m.handle(t0 + ms(5_100), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.master_down_margin(), None);
+    m.handle(t0 + ms(6_100), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(m.master_down_margin(), Some(mdi - SEC));
+
+    // A master measures none: its lateness is the caller's to measure.
+    let (mut m, at) = master(config(100), t0);
+    m.handle(at + ms(10), advert(LOWER_ADDR, 50, SEC));
+    assert_eq!(m.master_down_margin(), None);
+}
+
+#[test]
+fn handle_into_appends_to_a_kept_vector() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    let mut out = Vec::with_capacity(8);
+    let due = m.next_timeout().unwrap();
+    m.handle_into(due, Input::Timeout, &mut out);
+    assert_eq!(
+        out,
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::AddVips,
+            transition(State::Backup, State::Master)
+        ]
+    );
+    out.clear();
+    m.handle_into(due + SEC, Input::Timeout, &mut out);
+    assert_eq!(out, [Action::SendAdvert { priority: 100 }]);
+    assert!(out.capacity() >= 8, "kept, not replaced");
+}
+
 fn any_input() -> impl Strategy<Value = Input> {
     let addr = prop_oneof![Just(LOWER_ADDR), Just(ME), Just(HIGHER_ADDR)];
     let interval = prop_oneof![
@@ -604,19 +745,22 @@ proptest! {
     /// - AddVips only on entering Master, RemoveVips only on leaving it;
     /// - the effective priority is 255 exactly for an owner, else 1..=254;
     /// - a Master knows itself as master.
+    ///
+    /// The caller fires every timer that came due before the next input, except, when `late`
+    /// says so, before an advert (which it read late): the machine must fire the timer itself.
     #[test]
     fn random_inputs_keep_the_invariants(
         config in any_config(),
-        steps in proptest::collection::vec((0u64..5_000, any_input()), 0..80),
+        steps in proptest::collection::vec((0u64..5_000, any_input(), any::<bool>()), 0..80),
     ) {
         let owner = config.priority == OWNER_PRIORITY;
         let mut m = Machine::new(config).unwrap();
         let mut now = Instant::now();
-        for (dt, input) in steps {
+        for (dt, input, late) in steps {
             now += ms(dt);
-            // A well-behaved caller also fires every timer that came due.
             let mut inputs = vec![input];
-            if m.next_timeout().is_some_and(|due| due <= now) {
+            let read_late = late && matches!(inputs[0], Input::Advert { .. });
+            if m.next_timeout().is_some_and(|due| due <= now) && !read_late {
                 inputs.insert(0, Input::Timeout);
             }
             for input in inputs {

@@ -493,6 +493,27 @@ proptest! {
         if let Ok(a) = decode(&bytes, src, dst) {
             prop_assert_eq!(encode(&a, src, dst).map(|b| b.len()), Ok(bytes.len()));
         }
+        // The header alone passes and fails exactly where the whole advert does.
+        let header = decode_header(&bytes, src, dst);
+        let whole = decode(&bytes, src, dst);
+        prop_assert_eq!(header.as_ref().err(), whole.as_ref().err());
+        if let (Ok(h), Ok(a)) = (header, whole) {
+            prop_assert_eq!(
+                (h.version, h.vrid, h.priority, h.interval, usize::from(h.count)),
+                (a.version, a.vrid, a.priority, a.interval, a.addresses.len())
+            );
+        }
+    }
+
+    /// Encoding into a used buffer gives the same bytes as a fresh encode.
+    #[test]
+    fn encode_into_a_used_buffer_gives_the_same_bytes(
+        (advert, src, dst) in any_advert(),
+        old in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut buf = old;
+        encode_into(&advert, src, dst, &mut buf).unwrap();
+        prop_assert_eq!(Ok(buf), encode(&advert, src, dst));
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! the advert's source — the one peers use for the tie-break (§6.4.3) — even when a VIP of the
 //! same subnet is present. Both carry TTL / hop limit 255 (§5.1.1.3): routers drop anything
 //! else, so an advert can never come from beyond the link.
+//!
+//! The receiving sockets ask the kernel to stamp each packet with the time it arrived
+//! (`SO_TIMESTAMPNS`): an advert read late (the election's thread was held up) is judged by
+//! when it came, not when it was read. A receive allocates nothing.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::SystemTime;
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
@@ -45,6 +50,7 @@ impl AdvertSocketV4 {
         if multicast {
             rx.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(link.index))?;
         }
+        syscall::socket::set_receive_timestamps(&rx)?;
         rx.set_nonblocking(true)?;
 
         let tx = Socket::new(Domain::IPV4, Type::RAW, proto)?;
@@ -79,17 +85,34 @@ impl AdvertSocketV4 {
     }
 
     /// Waits for the next packet: a whole IPv4 datagram, IP header included (raw IPv4
-    /// sockets deliver it, which is how the TTL is checked). Returns its length in `buf`.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// sockets deliver it, which is how the TTL is checked), in `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<ReceivedV4> {
         self.rx
-            .async_io(Interest::READABLE, |mut socket| socket.read(buf))
+            .async_io(Interest::READABLE, |socket| recv_v4(socket, buf))
             .await
     }
 
     /// The next packet already waiting, without waiting for one; `None` when none is.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        would_block_is_none((&mut self.rx.get_ref()).read(buf))
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<ReceivedV4>> {
+        would_block_is_none(recv_v4(self.rx.get_ref(), buf))
     }
+}
+
+/// One packet received over IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedV4 {
+    /// The whole datagram's length, IP header included.
+    pub len: usize,
+    /// When the kernel received it (real-time clock); `None` if it did not say.
+    pub arrived: Option<SystemTime>,
+}
+
+fn recv_v4(socket: &Socket, buf: &mut [u8]) -> io::Result<ReceivedV4> {
+    let datagram = syscall::socket::recv_with_control(socket, buf)?;
+    Ok(ReceivedV4 {
+        len: datagram.len,
+        arrived: datagram.received_at(),
+    })
 }
 
 /// A non-blocking receive's result, with "nothing waiting" as `None`.
@@ -113,6 +136,8 @@ pub struct ReceivedV6 {
     pub src: Ipv6Addr,
     /// `None` when the kernel did not report it (then the advert must be dropped).
     pub hop_limit: Option<u8>,
+    /// When the kernel received it (real-time clock); `None` if it did not say.
+    pub arrived: Option<SystemTime>,
 }
 
 /// The adverts of one instance over IPv6 (RFC 5798 §5.1.2): from the link-local address, to
@@ -134,6 +159,7 @@ impl AdvertSocketV6 {
             rx.join_multicast_v6(&GROUP_V6, link.index)?;
         }
         rx.set_recv_hoplimit_v6(true)?;
+        syscall::socket::set_receive_timestamps(&rx)?;
         rx.set_nonblocking(true)?;
 
         let tx = Socket::new(Domain::IPV6, Type::RAW, proto)?;
@@ -218,32 +244,17 @@ fn recv_with_hop_limit(socket: &Socket, buf: &mut [u8]) -> io::Result<ReceivedV6
     Ok(ReceivedV6 {
         len: datagram.len,
         src,
-        hop_limit: hop_limit_from_control(&datagram.control),
+        hop_limit: hop_limit_from_control(datagram.control()),
+        arrived: datagram.received_at(),
     })
 }
 
-/// Finds IPV6_HOPLIMIT in a control-message buffer (Linux layout: `cmsg_len` as a `usize`,
-/// level and type as `i32`, data aligned to `usize`).
+/// Finds IPV6_HOPLIMIT among the control messages of a receive.
 fn hop_limit_from_control(control: &[u8]) -> Option<u8> {
-    const WORD: usize = std::mem::size_of::<usize>();
-    let header = WORD + 8;
-    let align = |n: usize| n.div_ceil(WORD) * WORD;
-    let mut at = 0;
-    while at + header <= control.len() {
-        let len = usize::from_ne_bytes(control[at..at + WORD].try_into().ok()?);
-        let level = i32::from_ne_bytes(control[at + WORD..at + WORD + 4].try_into().ok()?);
-        let kind = i32::from_ne_bytes(control[at + WORD + 4..at + header].try_into().ok()?);
-        if len < header || at + len > control.len() {
-            return None;
-        }
-        let data_at = at + align(header);
-        if level == CMSG_LEVEL_IPV6 && kind == CMSG_TYPE_HOPLIMIT && data_at + 4 <= at + len {
-            let value = i32::from_ne_bytes(control[data_at..data_at + 4].try_into().ok()?);
-            return u8::try_from(value).ok();
-        }
-        at += align(len);
-    }
-    None
+    let message = syscall::socket::control_messages(control)
+        .find(|m| m.level == CMSG_LEVEL_IPV6 && m.kind == CMSG_TYPE_HOPLIMIT)?;
+    let value = i32::from_ne_bytes(message.data.get(..4)?.try_into().ok()?);
+    u8::try_from(value).ok()
 }
 
 #[cfg(test)]

@@ -71,6 +71,11 @@ pub struct Node {
     pub acceptor: Acceptor,
     /// A crashed router neither sends, hears, nor runs timers.
     pub alive: bool,
+    /// A router held up (its thread stalled): adverts for it wait in its socket, with the time
+    /// they arrived, and its timers are not served, until [`Net::release`].
+    pub held: bool,
+    /// The adverts waiting in a held router's socket: (arrival, source, bytes).
+    pub waiting: Vec<(Instant, IpAddr, Vec<u8>)>,
     pub holds_vips: bool,
     /// Every advert it sent: (time, priority).
     pub sent: Vec<(Instant, u8)>,
@@ -112,6 +117,8 @@ impl Net {
                 },
                 machine: Machine::new(c).unwrap(),
                 alive: true,
+                held: false,
+                waiting: Vec::new(),
                 holds_vips: false,
                 sent: Vec::new(),
             })
@@ -187,7 +194,7 @@ impl Net {
         let timers = self
             .nodes
             .iter()
-            .filter(|n| n.alive)
+            .filter(|n| n.alive && !n.held)
             .filter_map(|n| n.machine.next_timeout());
         let packets = self.in_flight.front().map(|p| p.at);
         timers.chain(packets).min()
@@ -202,37 +209,67 @@ impl Net {
         self.now = t;
         for i in 0..self.nodes.len() {
             let due = self.nodes[i].machine.next_timeout().is_some_and(|d| d <= t);
-            if self.nodes[i].alive && due {
+            if self.nodes[i].alive && !self.nodes[i].held && due {
                 self.input(i, Input::Timeout);
             }
         }
         while self.in_flight.front().is_some_and(|p| p.at <= t) {
             let p = self.in_flight.pop_front().unwrap();
-            if self.nodes[p.to].alive {
-                let received = Received {
-                    src: p.src,
-                    dst: group(p.src),
-                    ttl: 255,
-                    payload: &p.bytes,
-                };
-                // Every router here backs the same virtual router: each advert must be taken.
-                let advert = match self.nodes[p.to].acceptor.judge(received) {
-                    Verdict::Advert {
-                        src,
-                        priority,
-                        interval,
-                    } => Input::Advert {
-                        src,
-                        priority,
-                        interval,
-                    },
-                    other => panic!(
-                        "node {} turned away an advert from {}: {other:?}",
-                        p.to, p.src
-                    ),
-                };
+            let node = &mut self.nodes[p.to];
+            if node.alive && node.held {
+                node.waiting.push((p.at, p.src, p.bytes));
+            } else if node.alive {
+                let advert = self.judge(p.to, p.src, &p.bytes);
                 self.input(p.to, advert);
             }
+        }
+    }
+
+    /// Every router here backs the same virtual router: each advert must be taken.
+    fn judge(&self, to: usize, src: IpAddr, bytes: &[u8]) -> Input {
+        let received = Received {
+            src,
+            dst: group(src),
+            ttl: 255,
+            payload: bytes,
+        };
+        match self.nodes[to].acceptor.judge(received) {
+            Verdict::Advert {
+                src,
+                priority,
+                interval,
+            } => Input::Advert {
+                src,
+                priority,
+                interval,
+            },
+            other => panic!("node {to} turned away an advert from {src}: {other:?}"),
+        }
+    }
+
+    /// Holds router `i` up: adverts for it wait, its timers are not served (its process is
+    /// stopped, or its thread starved), until [`Net::release`].
+    pub fn hold(&mut self, i: usize) {
+        self.nodes[i].held = true;
+    }
+
+    /// Lets a held router run again, as the instance's driver does after a stall: it reads the
+    /// adverts waiting, each handled at the time it arrived, then serves its overdue timer.
+    pub fn release(&mut self, i: usize) {
+        self.nodes[i].held = false;
+        for (arrived, src, bytes) in std::mem::take(&mut self.nodes[i].waiting) {
+            let advert = self.judge(i, src, &bytes);
+            let actions = self.nodes[i].machine.handle(arrived, advert);
+            for action in actions {
+                self.apply(i, action);
+            }
+        }
+        if self.nodes[i]
+            .machine
+            .next_timeout()
+            .is_some_and(|d| d <= self.now)
+        {
+            self.input(i, Input::Timeout);
         }
     }
 
