@@ -186,6 +186,13 @@ impl DataPlane {
                 "node.realtime_priority changes take effect at the next restart"
             );
         }
+        if config.node.lock_memory != self.config.node.lock_memory {
+            tracing::warn!(
+                running = self.config.node.lock_memory,
+                configured = config.node.lock_memory,
+                "node.lock_memory changes take effect at the next restart"
+            );
+        }
         if config.node.io != self.config.node.io {
             tracing::warn!(
                 running = ?self.config.node.io,

@@ -163,6 +163,15 @@ pub struct RunningInstance {
     /// `address/prefix`.
     pub vips: Vec<String>,
     pub vrid: u8,
+    /// As backup: the shortest Master_Down margin of the last 30 to 60 s, in milliseconds (how
+    /// much of Master_Down_Interval was left when the master's next advert arrived); `null`
+    /// when none was measured then. Absent from a node older than it.
+    #[serde(default)]
+    pub worst_margin_ms: Option<f64>,
+    /// As master: the latest an advert left after it fell due in the last 30 to 60 s, in
+    /// milliseconds; `null` when none was sent then. Absent from a node older than it.
+    #[serde(default)]
+    pub worst_send_lateness_ms: Option<f64>,
 }
 
 /// A VRRP instance the node does not run.
@@ -350,6 +359,8 @@ pub(crate) mod tests {
                     transitions: 1,
                     vips: vec!["10.0.0.100/24".into()],
                     vrid: 51,
+                    worst_margin_ms: Some(25.5),
+                    worst_send_lateness_ms: None,
                 }),
                 VrrpInstance::NotRunning(IdleInstance::new("v6".into())),
             ],
@@ -371,6 +382,21 @@ pub(crate) mod tests {
         let untyped =
             serde_json::to_string_pretty(&serde_json::to_value(sample()).unwrap()).unwrap();
         assert_eq!(typed, untyped);
+    }
+
+    /// A node from before the timing fields sends a running instance without them.
+    #[test]
+    fn a_running_instance_without_the_worst_timings_still_reads_as_running() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        let instance = v["vrrp"][0].as_object_mut().unwrap();
+        instance.remove("worst_margin_ms");
+        instance.remove("worst_send_lateness_ms");
+        let read: Status = serde_json::from_value(v).unwrap();
+        let VrrpInstance::Running(instance) = &read.vrrp[0] else {
+            panic!("{:?}", read.vrrp[0]);
+        };
+        assert_eq!(instance.worst_margin_ms, None);
+        assert_eq!(instance.worst_send_lateness_ms, None);
     }
 
     #[test]

@@ -5,10 +5,12 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant;
 use vrrp::State;
 
@@ -133,6 +135,8 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                     .map(|x| format!("{}/{}", x.addr, x.prefix))
                     .collect(),
                 vrid: v.vrid,
+                worst_margin_ms: status.timing.worst_margin(now).map(millis),
+                worst_send_lateness_ms: status.timing.worst_send_lateness(now).map(millis),
             })
         })
         .collect();
@@ -254,7 +258,45 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
     }
 }
 
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 type Labels = Vec<(String, String)>;
+
+/// Histograms kept elsewhere (an instance's fixed buckets, [`vrrp::timing::Histogram`]), one
+/// per label set, encoded as one OpenMetrics histogram family: prometheus-client's own
+/// `Histogram` can only be observed into, not read from counts already kept.
+#[derive(Debug, Default)]
+struct Histograms(Vec<(Labels, vrrp::timing::Histogram)>);
+
+impl TypedMetric for Histograms {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, histogram) in &self.0 {
+            let buckets: Vec<(f64, u64)> = histogram
+                .buckets()
+                .map(|(bound, n)| (bound.map_or(f64::INFINITY, |b| b.as_secs_f64()), n))
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum().as_secs_f64(),
+                    histogram.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// A counter family registered under `name` (prometheus-client appends `_total`).
 fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
@@ -363,7 +405,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
     r.register_with_unit(
         "backend_check_duration",
         "How long the last health probe took",
-        prometheus_client::registry::Unit::Seconds,
+        Unit::Seconds,
         b_latency.clone(),
     );
     for p in &config.pools {
@@ -410,7 +452,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
     r.register_with_unit(
         "data_thread_wake_probe",
         "Median round trip of the start-up probe of each ring a data thread tried",
-        prometheus_client::registry::Unit::Seconds,
+        Unit::Seconds,
         wake_probe.clone(),
     );
     for (i, t) in context.data_threads.iter().enumerate() {
@@ -454,8 +496,16 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "vrrp_adverts_dropped",
         "VRRP packets dropped, by reason",
     );
+    let mut lateness = Histograms::default();
+    let mut margin = Histograms::default();
     for (name, status) in &statuses {
         let s = status.borrow().clone();
+        lateness
+            .0
+            .push((labels(&[("instance", name)]), s.timing.send_lateness));
+        margin
+            .0
+            .push((labels(&[("instance", name)]), s.timing.master_down_margin));
         for state in [
             State::Initialize,
             State::Backup,
@@ -477,6 +527,19 @@ pub(super) fn metrics(context: &AdminContext) -> String {
             v_drop.get_or_create(&l).inc_by(*n);
         }
     }
+    r.register_with_unit(
+        "vrrp_advert_send_lateness",
+        "As master: how long after it fell due each periodic advert was sent",
+        Unit::Seconds,
+        lateness,
+    );
+    r.register_with_unit(
+        "vrrp_master_down_margin",
+        "As backup: how much of Master_Down_Interval was left when the master's next advert \
+         arrived (kernel receive time); 0 is a takeover",
+        Unit::Seconds,
+        margin,
+    );
     let a_state = gauges(
         &mut r,
         "app_state",
@@ -526,4 +589,63 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         return "# EOF\n".to_owned();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Kept counts come out as an OpenMetrics histogram: cumulative buckets ending in +Inf, the
+    /// sum in seconds and the count, under the instance's label.
+    #[test]
+    fn kept_histograms_are_encoded_as_openmetrics_histograms() {
+        let mut backup = vrrp::timing::Histogram::default();
+        backup.record(Duration::from_millis(3));
+        backup.record(Duration::from_millis(25));
+        backup.record(Duration::from_millis(26));
+        let mut r = Registry::with_prefix("tandem");
+        r.register_with_unit(
+            "vrrp_master_down_margin",
+            "margin",
+            Unit::Seconds,
+            Histograms(vec![
+                (labels(&[("instance", "front")]), backup),
+                (labels(&[("instance", "idle")]), Default::default()),
+            ]),
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        let name = "tandem_vrrp_master_down_margin_seconds";
+        assert!(has(&format!("# TYPE {name} histogram")), "{text}");
+        assert!(
+            has(&format!("{name}_count{{instance=\"front\"}} 3")),
+            "{text}"
+        );
+        assert!(
+            has(&format!("{name}_sum{{instance=\"front\"}} 0.054")),
+            "{text}"
+        );
+        for (le, n) in [
+            ("0.002", 0),
+            ("0.005", 1),
+            ("0.02", 1),
+            ("0.05", 3),
+            ("+Inf", 3),
+        ] {
+            let line = format!("{name}_bucket{{le=\"{le}\",instance=\"front\"}} {n}");
+            assert!(has(&line), "{line} in\n{text}");
+        }
+        assert!(
+            has(&format!("{name}_count{{instance=\"idle\"}} 0")),
+            "{text}"
+        );
+        let buckets = text
+            .lines()
+            .filter(|l| l.contains("_bucket") && l.contains("\"front\""))
+            .count();
+        assert_eq!(buckets, vrrp::timing::BUCKETS.len() + 1);
+    }
 }

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Real-time priority (SCHED_RR, 1..=99) for the VRRP election thread; 0 (default): normal
     /// scheduling. keepalived's `vrrp_rt_priority`.
     pub realtime_priority: u8,
+    /// Lock the process's memory in RAM at start (`mlockall`), so no page the election needs is
+    /// ever swapped out. Default false.
+    pub lock_memory: bool,
 }
 
 /// A token anyone could guess in a few tries is no guard.
@@ -120,6 +123,7 @@ pub(crate) struct RawNode {
     pub admin_token_file: Option<Spanned<String>>,
     pub healthz_path: Option<Spanned<String>>,
     pub realtime_priority: Option<Spanned<i64>>,
+    pub lock_memory: Option<bool>,
 }
 
 impl Validator<'_> {
@@ -134,6 +138,7 @@ impl Validator<'_> {
             admin_token_file: None,
             healthz_path: None,
             realtime_priority: None,
+            lock_memory: None,
         });
         let name = match &raw.name {
             Some(name) => {
@@ -210,6 +215,7 @@ impl Validator<'_> {
             admin_token,
             healthz_path,
             realtime_priority,
+            lock_memory: raw.lock_memory.unwrap_or(false),
         }
     }
 }

@@ -50,6 +50,7 @@ fn full_example_parses_into_the_expected_struct() {
             admin_token: None,
             healthz_path: "/healthz".into(),
             realtime_priority: 0,
+            lock_memory: false,
         },
         services: vec![ServiceConfig {
             name: "web".into(),
@@ -162,6 +163,7 @@ fn omitted_keys_take_their_documented_defaults() {
             admin_token: None,
             healthz_path: "/healthz".into(),
             realtime_priority: 0,
+            lock_memory: false,
         }
     );
     let service = &config.services[0];

@@ -109,6 +109,9 @@ pub async fn serve(
     triggers: Triggers,
 ) -> Result<(), NodeError> {
     let token = reload::resolve_token(&config).map_err(NodeError::AdminToken)?;
+    if config.node.lock_memory {
+        lock_memory();
+    }
     let data_threads = if config.node.threads > 1 {
         DataThreads::start(config.node.threads, config.node.io)?
     } else {
@@ -276,6 +279,19 @@ impl Node {
         );
         self.roles = tasks;
         self.apps.follow(roles);
+    }
+}
+
+/// `[node] lock_memory`: every page of the process, now and to come, in RAM (as keepalived
+/// locks its VRRP process), before the threads start, so that theirs are locked as well.
+/// Whether it was granted is logged; a node that could not lock runs on.
+fn lock_memory() {
+    match syscall::memory::lock_all() {
+        Ok(()) => tracing::info!("memory locked: no page of the process will be swapped out"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "lock_memory: could not lock the process's memory; it runs unlocked"
+        ),
     }
 }
 

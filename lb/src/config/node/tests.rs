@@ -141,3 +141,12 @@ fn realtime_priority_is_0_to_99() {
         "realtime_priority",
     );
 }
+
+#[test]
+fn lock_memory_is_a_boolean_and_off_by_default() {
+    let lock = |line: &str| parse(&node_with(line), "t").unwrap().node.lock_memory;
+    assert!(!lock("threads = 1"));
+    assert!(lock("lock_memory = true"));
+    assert!(!lock("lock_memory = false"));
+    assert_error(&node_with("lock_memory = \"yes\""), 2, 15, "invalid type");
+}
