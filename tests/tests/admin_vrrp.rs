@@ -26,6 +26,21 @@ fn healthz(ns: &str) -> Option<(u16, String)> {
     ask(ns, "GET", "/healthz")
 }
 
+/// The value of the sample `name{labels}` in the `/metrics` of the node in `ns`.
+fn metric(ns: &str, sample: &str) -> Option<f64> {
+    let (_, body) = ask(ns, "GET", "/metrics")?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Field `key` of instance `front` in the `/status` of the node in `ns`.
+fn front_status(ns: &str, key: &str) -> serde_json::Value {
+    let (_, body) = ask(ns, "GET", "/status").unwrap_or_default();
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    status["vrrp"][0][key].clone()
+}
+
 const TOKEN_LINE: &str = "admin_token = \"test-token-0123456789\"";
 
 #[test]
@@ -79,6 +94,50 @@ peers = ["{peer}"]
     assert_eq!(healthz(&rack.lbs[0]).unwrap().0, 200);
     assert_eq!(healthz(&rack.lbs[1]).unwrap().0, 503);
     assert!(!has_addr(&rack.lbs[0], rack.vip) && !has_addr(&rack.lbs[1], rack.vip));
+
+    // How close the pair runs to a flap: the master measures how late its adverts leave, the
+    // backup how much of Master_Down_Interval (about 360 ms here) was left when each came.
+    let lateness = "tandem_vrrp_advert_send_lateness_seconds";
+    let margin = "tandem_vrrp_master_down_margin_seconds";
+    let count =
+        |ns: &str, family: &str| metric(ns, &format!("{family}_count{{instance=\"front\"}}"));
+    wait_until(&format!("histograms filled\n{}", logs()), || {
+        count(&rack.lbs[0], lateness).is_some_and(|n| n >= 3.0)
+            && count(&rack.lbs[1], margin).is_some_and(|n| n >= 3.0)
+    });
+    let inf = |family: &str| format!("{family}_bucket{{le=\"+Inf\",instance=\"front\"}}");
+    assert_eq!(
+        metric(&rack.lbs[1], &inf(lateness)),
+        Some(0.0),
+        "a backup sends none"
+    );
+    let margins = count(&rack.lbs[1], margin).unwrap();
+    let sum = metric(&rack.lbs[1], &format!("{margin}_sum{{instance=\"front\"}}")).unwrap();
+    // Normally Master_Down_Interval less one interval: 260 ms, give or take scheduling.
+    let mean = sum / margins;
+    assert!((0.15..0.36).contains(&mean), "mean margin {mean} s");
+    let worst_margin = front_status(&rack.lbs[1], "worst_margin_ms");
+    assert!(
+        worst_margin
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0 && ms < 360.0),
+        "{worst_margin}"
+    );
+    assert_eq!(
+        front_status(&rack.lbs[1], "worst_send_lateness_ms"),
+        serde_json::Value::Null
+    );
+    let worst_lateness = front_status(&rack.lbs[0], "worst_send_lateness_ms");
+    assert!(
+        worst_lateness
+            .as_f64()
+            .is_some_and(|ms| ms >= 0.0 && ms < 100.0),
+        "{worst_lateness}"
+    );
+    assert_eq!(
+        front_status(&rack.lbs[0], "worst_margin_ms"),
+        serde_json::Value::Null
+    );
 
     // Swap: lb2 becomes primary, and lb1 does not take the role back by preemption.
     let (code, body) = ask(&rack.lbs[0], "POST", "/swap").unwrap();

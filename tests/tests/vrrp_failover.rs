@@ -425,20 +425,78 @@ fn a_backup_held_up_past_master_down_does_not_take_over_when_it_resumes() {
     assert!(rack.vip_only_on(0), "{}", logs_of(&[&lb1, &lb2]));
 }
 
-/// `realtime_priority` puts the election thread under SCHED_RR, as keepalived's
-/// `vrrp_rt_priority` does its VRRP process (the tests run as root, who may).
+/// A backup held up (SIGSTOP) while its master's adverts kept arriving and then the master
+/// died takes over as soon as it resumes: the adverts it reads then count from when they
+/// arrived (kernel receive timestamps), so its Master_Down_Timer has long run out. Counted from
+/// when they were read, they would hold it another Master_Down_Interval.
 #[test]
-fn the_election_thread_runs_at_the_realtime_priority_asked_for() {
+fn a_backup_held_up_while_its_master_died_takes_over_as_soon_as_it_resumes() {
+    let Some(rack) = Rack::new("vrrp stalled backup, dead master") else {
+        return;
+    };
+    let _backends = rack.backends();
+    // Master_Down_Interval: 3 * 500 ms + 156/256 * 500 ms, about 1.8 s.
+    let slow = "advert_interval = \"500ms\"";
+    let [mut lb1, lb2] = rack.start_pair([slow, slow]);
+    // lb2 runs its election and has heard the master.
+    lb2.wait_log("INIT -> BACKUP", 1);
+    std::thread::sleep(Duration::from_millis(600));
+    lb2.signal(rustix::process::Signal::STOP);
+    // Three adverts wait in lb2's socket; then the master dies, and lb2 stays stopped for
+    // more than a Master_Down_Interval after the last of them.
+    std::thread::sleep(Duration::from_millis(1_600));
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    std::thread::sleep(Duration::from_millis(2_500));
+    lb2.signal(rustix::process::Signal::CONT);
+    let resumed = std::time::Instant::now();
+    while !has_addr(&rack.lbs[1], rack.vip) {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "no takeover\n{}",
+            lb2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = resumed.elapsed();
+    assert!(
+        took < Duration::from_millis(900),
+        "the VIP came {took:?} after lb2 resumed: the adverts it read counted from the read\n{}",
+        lb2.log_text()
+    );
+}
+
+/// `realtime_priority` puts the election thread under SCHED_RR, as keepalived's
+/// `vrrp_rt_priority` does its VRRP process, and `lock_memory` locks the process's memory, as
+/// keepalived does (the tests run as root, who may do both).
+#[test]
+fn the_election_thread_runs_at_the_realtime_priority_asked_for_with_memory_locked() {
     let Some(rack) = Rack::new("vrrp realtime") else {
         return;
     };
     let config = rack.vrrp_only_config("lb1", 150, "").replacen(
         "drain_timeout = \"1s\"\n",
-        "drain_timeout = \"1s\"\nrealtime_priority = 10\n",
+        "drain_timeout = \"1s\"\nrealtime_priority = 10\nlock_memory = true\n",
         1,
     );
     let lb1 = rack.start_config(0, &config);
     lb1.wait_log("real-time priority 10 (SCHED_RR)", 1);
+    lb1.wait_log("memory locked", 1);
+    // Every page is locked: VmLck (kB) is the whole resident size, and more than nothing.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lb1.pid())).unwrap();
+    let kb = |key: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    eprintln!(
+        "locked: VmLck {} kB, VmRSS {} kB",
+        kb("VmLck:"),
+        kb("VmRSS:")
+    );
+    assert!(
+        kb("VmLck:") > 0 && kb("VmLck:") >= kb("VmRSS:") / 2,
+        "{status}"
+    );
     // Field 41 of a thread's stat is its policy: 2 is SCHED_RR.
     let policies: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{}/task", lb1.pid()))
         .unwrap()

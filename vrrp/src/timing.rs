@@ -231,9 +231,14 @@ pub fn is_low_margin(margin: Duration, master_down_interval: Duration) -> bool {
 /// after): `read` minus its age, the age being `read_wall - stamped`.
 ///
 /// The real-time clock can be stepped (NTP, an operator), which a monotonic time cannot, so
-/// the result is kept within what is certain: no later than the read (an age below zero, or no
-/// stamp at all, counts as arriving when read), and no earlier than `not_before`, the arrival
-/// of the datagram before it on the same socket (a socket's queue is first in, first out).
+/// the result is kept within what is certain: no later than the read (an age below zero counts
+/// as arriving when read), and no earlier than `not_before`, the arrival of the datagram before
+/// it on the same socket (a socket's queue is first in, first out).
+///
+/// No stamp at all also counts as arriving when read. That is a fallback only: once a socket
+/// asks (`SO_TIMESTAMPNS`, which every advert socket does or fails to open), Linux stamps every
+/// datagram, at the latest when it is read. Without stamps, an advert read after the deadline
+/// would count as one that came after it.
 pub fn arrival(
     read: Instant,
     read_wall: SystemTime,
