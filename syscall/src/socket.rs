@@ -204,12 +204,21 @@ mod tests {
         set_receive_timestamps(&rx).unwrap();
         let to = rx.local_addr().unwrap().as_socket().unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 32];
+        // Linux turns stamping on for the whole stack shortly after the first socket asks (in
+        // deferred work); until then a datagram is stamped when it is read. Let that happen.
+        tx.send_to(b"warm-up", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let warm_up = recv_with_control(&rx, &mut buf).unwrap();
+        assert!(
+            warm_up.received_at().is_some(),
+            "stamped, if only at the read"
+        );
         let before = SystemTime::now();
         tx.send_to(b"advert", to).unwrap();
         // Read well after it arrived: the stamp is the arrival, not the read.
         std::thread::sleep(Duration::from_millis(50));
         let read = SystemTime::now();
-        let mut buf = [0u8; 32];
         let got = recv_with_control(&rx, &mut buf).unwrap();
         assert_eq!(&buf[..got.len], b"advert");
         let stamped = got.received_at().expect("a receive timestamp");

@@ -131,7 +131,7 @@ peers = ["{peer}"]
     assert!(
         worst_lateness
             .as_f64()
-            .is_some_and(|ms| ms >= 0.0 && ms < 100.0),
+            .is_some_and(|ms| (0.0..100.0).contains(&ms)),
         "{worst_lateness}"
     );
     assert_eq!(
