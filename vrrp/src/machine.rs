@@ -28,9 +28,11 @@
 //! - **Preempt delay**: see [`MachineConfig::preempt_delay`].
 //! - **Fault** ([`Input::Fault`]): see [`Input::Fault`].
 //! - **Relinquish** (the admin "swap"): see [`Input::Relinquish`].
-//! - **Adverts in time order**: an advert is handled at the time it arrived, and a timer that
-//!   ran out before then fires first (see [`Input::Advert`]): what the machine decides depends
-//!   on when adverts arrived, not on when the caller got round to reading them.
+//! - **Adverts at their arrival time**: an advert is handled at the time it arrived (see
+//!   [`Input::Advert`]): a timer restarted by it runs from then, so a backup read late judges
+//!   its master by when the adverts came, not by when it got round to reading them. A backup
+//!   whose Master_Down_Timer ran out before a waiting advert of its master arrived keeps that
+//!   master (margin zero) rather than flap.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -176,14 +178,16 @@ pub enum Input {
     /// A received advertisement, already decoded and checked (TTL, version, VRID) by the caller.
     ///
     /// Its `now` is the time it *arrived* (the kernel's receive timestamp), not the time it was
-    /// read: a timer restarted by it runs from its arrival. If the machine's timer fell due at or
-    /// before that time, the timer fires first, as it would have had the caller served it on
-    /// time, and the advert is then heard in the state that left (a backup whose
-    /// Master_Down_Timer ran out before the master's advert came takes over, then hears it as
-    /// master). An advert that arrived before the deadline but is read after it (the caller was
-    /// held up) therefore still holds the backup, and one that arrived after it does not,
-    /// whenever either is read. The caller reads the adverts waiting before it serves an overdue
-    /// timer.
+    /// read: a timer restarted by it runs from its arrival. The caller reads the adverts
+    /// waiting before it serves an overdue timer, so an advert that arrived before the deadline
+    /// but is read after it (the caller was held up) holds the backup as if read on time.
+    ///
+    /// If the timer fell due at or before the arrival: a master's Adver_Timer fires first. A
+    /// backup that follows the advert's sender keeps it as master without firing its
+    /// Master_Down_Timer, and records a margin of zero: the master is alive (its advert was
+    /// waiting), and a takeover would only send the VIP over and back. A backup that would not
+    /// follow it (a lower master it may preempt) fires the timer first and takes over. A
+    /// backup served on time, before the late advert came, took over already.
     Advert {
         /// The sender's primary address (the IP source).
         src: IpAddr,
@@ -533,19 +537,23 @@ impl Machine {
         // RFC 3768 §7.1: a v2 advert whose interval differs from ours MUST be discarded.
         let discarded = self.is_owner()
             || (self.config.version == Version::V2 && interval != self.config.advert_interval);
-        // The advert arrived at `now`: a timer due by then ran out before it came, and fires
-        // first, whatever becomes of the advert. For a backup that is a takeover, with no margin
-        // left.
+        // The advert arrived at `now`, after a timer that fell due by then. A master's timer
+        // fires first (its advert is due). A backup's Master_Down_Timer ran out before the
+        // master's advert came, but the advert was already waiting when the backup got to the
+        // timer (the caller reads waiting adverts first): the master is alive, and a takeover
+        // now would only flap the VIP and back. The master keeps its role; the margin was zero,
+        // which the caller counts and warns about.
         if self.timer.is_some_and(|deadline| deadline <= now) {
-            if self.state == State::Backup
+            let keeps_the_master = self.state == State::Backup
                 && self.timer_by_advert
                 && !discarded
                 && priority != STOP_PRIORITY
-                && self.follows(now, priority)
-            {
+                && self.follows(now, priority);
+            if keeps_the_master {
                 self.margin = Some(Duration::ZERO);
+            } else {
+                self.timeout(now, out);
             }
-            self.timeout(now, out);
         }
         if discarded {
             return;
