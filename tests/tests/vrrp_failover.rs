@@ -426,11 +426,11 @@ fn a_backup_held_up_past_master_down_does_not_take_over_when_it_resumes() {
 }
 
 /// A backup held up (SIGSTOP) while its master's adverts kept arriving and then the master
-/// died takes over as soon as it resumes: the adverts it reads then count from when they
-/// arrived (kernel receive timestamps), so its Master_Down_Timer has long run out. Counted from
-/// when they were read, they would hold it another Master_Down_Interval.
+/// died takes over once it resumes: the adverts waiting in its socket hold it one more
+/// Master_Down_Interval from the read (restarting the timer from the read leaves a loaded
+/// backup the slack of its read delay: see ARCHITECTURE.md), and no longer.
 #[test]
-fn a_backup_held_up_while_its_master_died_takes_over_as_soon_as_it_resumes() {
+fn a_backup_held_up_while_its_master_died_takes_over_within_a_master_down_interval_of_resuming() {
     let Some(rack) = Rack::new("vrrp stalled backup, dead master") else {
         return;
     };
@@ -459,9 +459,10 @@ fn a_backup_held_up_while_its_master_died_takes_over_as_soon_as_it_resumes() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let took = resumed.elapsed();
+    // One Master_Down_Interval (1.8 s) and the address change, with room for a busy runner.
     assert!(
-        took < Duration::from_millis(900),
-        "the VIP came {took:?} after lb2 resumed: the adverts it read counted from the read\n{}",
+        took < Duration::from_millis(2_600),
+        "the VIP came {took:?} after lb2 resumed\n{}",
         lb2.log_text()
     );
 }

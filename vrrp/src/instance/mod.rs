@@ -295,6 +295,7 @@ impl Instance {
             // More than any one input yields (at most five: a takeover and the advert after it).
             actions: Vec::with_capacity(8),
             last_arrival: now,
+            arrival: None,
             advert_due: None,
             low_margin_warnings: Warnings::new(driver::LOW_MARGIN_WARN_EVERY),
             config,
