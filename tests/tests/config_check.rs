@@ -118,3 +118,78 @@ fn every_shipped_example_config_is_valid() {
         dir.display()
     );
 }
+
+/// A valid config with `backends` backends: pools of 100, each behind a service and probed
+/// over HTTP, one backend a line.
+fn config_with_backends(backends: usize) -> String {
+    let mut config = String::from("[node]\nname = \"big\"\nthreads = 1\nadmin = \"\"\n");
+    for pool in 0..backends / 100 {
+        config.push_str(&format!(
+            "\n[[service]]\nname = \"s{pool}\"\nlisten = \"127.0.{}.{}:80\"\npool = \"p{pool}\"\n\n\
+             [[pool]]\nname = \"p{pool}\"\nhealth = {{ kind = \"http\", path = \"/ready\" }}\n\
+             backends = [\n",
+            pool / 250,
+            pool % 250 + 1
+        ));
+        for i in 0..100 {
+            let n = pool * 100 + i;
+            config.push_str(&format!(
+                "  {{ addr = \"10.{}.{}.{}:8080\", weight = 2 }},\n",
+                n >> 16,
+                (n >> 8) & 255,
+                n & 255
+            ));
+        }
+        config.push_str("]\n");
+    }
+    config
+}
+
+/// The quicker of two `check` runs of `config`, which must pass.
+fn check_time(config: &str) -> std::time::Duration {
+    (0..2)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let (ok, _stdout, stderr) = check(config);
+            assert!(ok, "{stderr}");
+            start.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+#[test]
+fn check_time_grows_linearly_with_the_number_of_backends() {
+    let small = check_time(&config_with_backends(10_000));
+    let large = check_time(&config_with_backends(40_000));
+    // Four times the backends: about four times the time; a quadratic check takes sixteen.
+    assert!(
+        large < small * 10,
+        "10k backends: {small:?}, 40k backends: {large:?}"
+    );
+}
+
+#[test]
+fn a_file_with_thousands_of_errors_prints_the_first_fifty_and_a_count() {
+    let backends: Vec<String> = (0..10_000)
+        .map(|n| {
+            format!(
+                "{{ addr = \"10.0.{}.{}:80\", weight = 0 }}",
+                n >> 8,
+                n & 255
+            )
+        })
+        .collect();
+    let config = simple_config(
+        "127.0.0.1:8080".parse().unwrap(),
+        &format!("[\n{}\n]", backends.join(",\n")),
+        "",
+    );
+    let (ok, _stdout, stderr) = check(&config);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 52, "{stderr}");
+    assert!(lines[0].contains("check.toml:") && lines[0].contains("weight 0"));
+    assert_eq!(lines[50], "... and 9950 more errors");
+    assert!(lines[51].ends_with("check.toml: 10000 errors"), "{stderr}");
+}

@@ -268,26 +268,12 @@ impl Validator<'_> {
                     self.error(table, message);
                     return None;
                 };
-                let known = vrrp
-                    .iter()
-                    .any(|v| v.get_ref().name.get_ref() == instance.get_ref());
-                if !known {
-                    let defined: Vec<&str> = vrrp
-                        .iter()
-                        .map(|v| v.get_ref().name.get_ref().as_str())
-                        .collect();
-                    let message = if defined.is_empty() {
-                        format!(
-                            "instance {:?} is not defined: no [[vrrp]] instance exists",
-                            instance.get_ref()
-                        )
-                    } else {
-                        format!(
-                            "instance {:?} is not defined; defined: {}",
-                            instance.get_ref(),
-                            defined.join(", ")
-                        )
-                    };
+                if !self.vrrp_defined(instance.get_ref()) {
+                    let defined = self.defined_instances(vrrp);
+                    let message = format!(
+                        "instance {:?} is not defined; {defined}",
+                        instance.get_ref()
+                    );
                     self.error(instance.span(), message);
                     return None;
                 }

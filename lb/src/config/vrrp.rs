@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::pool::RawPool;
 use super::validate::Validator;
 use super::values;
 
@@ -161,11 +160,7 @@ pub(crate) struct RawNotify {
 }
 
 impl Validator<'_> {
-    pub(crate) fn vrrps(
-        &mut self,
-        raw: &[Spanned<RawVrrp>],
-        pools: &[Spanned<RawPool>],
-    ) -> Vec<VrrpConfig> {
+    pub(crate) fn vrrps(&mut self, raw: &[Spanned<RawVrrp>]) -> Vec<VrrpConfig> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut groups: HashMap<(String, u8, bool), String> = HashMap::new();
         let mut all = Vec::with_capacity(raw.len());
@@ -182,7 +177,7 @@ impl Validator<'_> {
             } else {
                 names.insert(name, self.line_of(&r.name.span()));
             }
-            let Some(config) = self.vrrp(r, spanned.span(), pools) else {
+            let Some(config) = self.vrrp(r, spanned.span()) else {
                 continue;
             };
             // The family as the instance will pick it: VIPs, then source, then peers.
@@ -209,12 +204,7 @@ impl Validator<'_> {
         all
     }
 
-    fn vrrp(
-        &mut self,
-        r: &RawVrrp,
-        table: Range<usize>,
-        pools: &[Spanned<RawPool>],
-    ) -> Option<VrrpConfig> {
+    fn vrrp(&mut self, r: &RawVrrp, table: Range<usize>) -> Option<VrrpConfig> {
         let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
             None | Some("vip") => VrrpMode::Vip,
             Some("cloud") => VrrpMode::Cloud,
@@ -316,7 +306,7 @@ impl Validator<'_> {
 
         let mut track = Vec::new();
         for t in &r.track {
-            track.extend(self.track(t.get_ref(), pools));
+            track.extend(self.track(t.get_ref()));
         }
         if priority == 255 && !r.track.is_empty() {
             let message = "priority 255 marks the address owner, whose priority never changes \
@@ -480,12 +470,10 @@ impl Validator<'_> {
         }
     }
 
-    fn track(&mut self, t: &RawTrack, pools: &[Spanned<RawPool>]) -> Option<TrackPool> {
+    fn track(&mut self, t: &RawTrack) -> Option<TrackPool> {
         let name = t.pool.get_ref();
-        let pool = pools.iter().find(|p| p.get_ref().name.get_ref() == name);
-        let size = pool
-            .and_then(|p| p.get_ref().backends.as_ref())
-            .map_or(0, |b| b.get_ref().len());
+        let pool = self.pool_size(name);
+        let size = pool.unwrap_or(0);
         if pool.is_none() {
             let message = format!("track names pool {name:?}, which is not defined");
             self.error(t.pool.span(), message);
