@@ -107,11 +107,6 @@ impl Validator<'_> {
                     self.error(raw_vip.span(), message);
                     continue;
                 }
-                if is_broadcast(vip.addr) {
-                    let message = format!("anycast vip {} is a broadcast address", vip.addr);
-                    self.error(raw_vip.span(), message);
-                    continue;
-                }
                 if vrrp_vips.contains(&vip.addr) {
                     let message = format!(
                         "anycast vip {} is also a [[vrrp]] vip: one mode per address",
@@ -178,10 +173,6 @@ impl Validator<'_> {
             min_healthy,
         })
     }
-}
-
-fn is_broadcast(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use super::health::{HealthConfig, RawHealth};
 use super::validate::Validator;
+use super::values;
 use super::vrrp::RawVrrp;
 
 const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -230,6 +231,12 @@ impl Validator<'_> {
         if name.is_empty() {
             self.error(program.span(), format!("{key}: the program name is empty"));
             return None;
+        }
+        for arg in raw.get_ref() {
+            if let Err(message) = values::argument(key, arg.get_ref()) {
+                self.error(arg.span(), message);
+                return None;
+            }
         }
         if !path.is_absolute() && !on_path(name) {
             let message =

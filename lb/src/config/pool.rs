@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::health::{HealthConfig, RawHealth};
 use super::validate::Validator;
+use super::values;
 
 const MAX_WEIGHT: i64 = 256;
 const DEFAULT_EJECT_AFTER: u32 = 3;
@@ -190,10 +191,9 @@ impl Validator<'_> {
             let backend = spanned.get_ref();
             let addr = self.addr("backend addr", &backend.addr);
             if let Some(addr) = addr {
-                if addr.ip().is_unspecified() {
-                    let message = format!(
-                        "backend addr {addr} is the unspecified address; name a concrete backend IP"
-                    );
+                if let Some(what) = values::not_unicast(addr.ip()) {
+                    let message =
+                        format!("backend addr {addr} is {what}; name a concrete backend IP");
                     self.error(backend.addr.span(), message);
                 } else if let Some(&first) = first_seen.get(&addr) {
                     let (line, column) = self.line_column(&(first..first));

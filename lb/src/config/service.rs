@@ -138,7 +138,7 @@ impl Validator<'_> {
                 names.insert(name, self.line_of(&service.name.span()));
             }
 
-            let listen = self.addr("listen address", &service.listen);
+            let listen = self.listen_addr("listen address", &service.listen);
             if let Some(addr) = listen {
                 if let Some(&(other, line)) = listens.get(&addr) {
                     let message = format!(

@@ -130,6 +130,11 @@ fn the_shipped_rack_pair_configs_are_valid_and_differ_only_in_name_and_priority(
 
 #[test]
 fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
+    // They read the token from /etc/tandem/admin-token, where the install steps put it: here,
+    // from a file of this test's.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
     for (file, source) in [
         (
             "cloud-lb1.toml",
@@ -140,7 +145,9 @@ fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
             include_str!("../../../configs/cloud-lb2.toml"),
         ),
     ] {
-        let config = parse(source, file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(source.contains("admin_token_file = \"/etc/tandem/admin-token\""));
+        let source = source.replace("/etc/tandem/admin-token", token.to_str().unwrap());
+        let config = parse(&source, file).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(config.vrrp[0].mode, VrrpMode::Cloud, "{file}");
         assert!(config.vrrp[0].vips.is_empty() && !config.vrrp[0].peers.is_empty());
         assert!(config.node.admin.is_some_and(|a| a.ip().is_unspecified()));

@@ -157,7 +157,7 @@ impl<'a> Validator<'a> {
                 file: self.file.to_owned(),
                 line,
                 column,
-                message,
+                message: shortened(message),
             }
         };
         let errors = std::mem::take(&mut self.errors)
@@ -174,6 +174,14 @@ impl<'a> Validator<'a> {
     pub(crate) fn error(&mut self, span: Range<usize>, message: String) {
         if self.seen.insert((false, span.start, message.clone())) {
             self.errors.push((span.start, message));
+        }
+    }
+
+    /// A value that may be deliberate but is most likely not meant: `check` shows it and
+    /// passes, the daemon logs it.
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: String) {
+        if self.seen.insert((true, span.start, message.clone())) {
+            self.warnings.push((span.start, message));
         }
     }
 
@@ -254,7 +262,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// A duration, optionally required to be non-zero.
+    /// A duration within the bounds of its key ([`values::duration_limits`]), optionally
+    /// required to be non-zero.
     pub(crate) fn duration(
         &mut self,
         key: &str,
@@ -267,7 +276,7 @@ impl<'a> Validator<'a> {
             if nonzero && d.is_zero() {
                 Err(format!("{key} must be greater than 0"))
             } else {
-                Ok(d)
+                values::duration_in_limits(key, value.get_ref(), d)
             }
         });
         self.check(value.span(), parsed, default)
@@ -280,6 +289,20 @@ impl<'a> Validator<'a> {
                 self.error(value.span(), message);
                 None
             }
+        }
+    }
+
+    /// An address to listen on: one of this host's, or the unspecified address (all of
+    /// them); never a multicast group or broadcast, which no TCP listener can serve.
+    pub(crate) fn listen_addr(&mut self, key: &str, value: &Spanned<String>) -> Option<SocketAddr> {
+        let addr = self.addr(key, value)?;
+        match values::not_unicast(addr.ip()) {
+            Some(what) if !addr.ip().is_unspecified() => {
+                let message = format!("{key} {addr} is {what}; TCP listens on unicast addresses");
+                self.error(value.span(), message);
+                None
+            }
+            _ => Some(addr),
         }
     }
 }
@@ -312,4 +335,20 @@ fn listed<'n>(names: impl Iterator<Item = &'n str>, quoted: bool) -> Option<Stri
         list.push_str(&format!(" and {others} more"));
     }
     Some(list)
+}
+
+/// Longest message shown: one quoting a huge value is cut, so that the output stays bounded
+/// with the number of errors.
+const MAX_MESSAGE_LEN: usize = 300;
+
+fn shortened(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_LEN {
+        let mut end = MAX_MESSAGE_LEN;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
 }
