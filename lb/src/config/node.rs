@@ -94,7 +94,7 @@ impl AdminToken {
         match self {
             AdminToken::Inline(t) => Ok(t.clone()),
             AdminToken::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = read_token_file(path).map_err(|e| {
                     std::io::Error::new(
                         e.kind(),
                         format!("admin_token_file {}: {e}", path.display()),
@@ -111,6 +111,26 @@ impl AdminToken {
             }
         }
     }
+}
+
+/// The text of a token file: a regular file (a FIFO or a device such as /dev/zero would
+/// block or never end), of at most a token's length and a line break.
+fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let limit = MAX_TOKEN_LEN + 2;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        let message = format!("the token is longer than {MAX_TOKEN_LEN} characters");
+        return Err(std::io::Error::other(message));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "the token is not text"))
 }
 
 /// How the data plane moves bytes between clients and backends (`[node] io`).

@@ -154,6 +154,26 @@ fn a_missing_or_bad_admin_token_file_is_an_error_at_the_key() {
         20,
         "control character",
     );
+    // Neither a device that never ends nor a directory is read.
+    for path in ["/dev/zero", "/"] {
+        assert_error(
+            &node_with(&format!("admin_token_file = {path:?}")),
+            2,
+            20,
+            "not a regular file",
+        );
+    }
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, "x".repeat(10_000)).unwrap();
+    assert_error(
+        &node_with(&format!(
+            "admin_token_file = {:?}",
+            huge.display().to_string()
+        )),
+        2,
+        20,
+        "longer than 4096",
+    );
     let good = dir.path().join("good");
     std::fs::write(&good, "0123456789abcdef\n").unwrap();
     let config = parse(
