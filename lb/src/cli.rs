@@ -248,8 +248,13 @@ pub fn main() -> ExitCode {
         ),
         Command::Run { config: path } => {
             logging::init(cli.log_format);
-            match config::load(&path) {
-                Ok(config) => run(config, &path),
+            match config::load_checked(&path) {
+                Ok(checked) => {
+                    for warning in &checked.warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    run(checked.config, &path)
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("tandem: not started: {} has errors", path.display());
@@ -449,14 +454,23 @@ fn render_status(status: &contract::Status) -> String {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(config) => {
-            println!("{}: OK: {}", path.display(), config.summary());
+    match config::load_checked(path) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                eprintln!("{warning}");
+            }
+            let warned = match checked.warnings.len() {
+                0 => String::new(),
+                1 => " (1 warning)".to_owned(),
+                n => format!(" ({n} warnings)"),
+            };
+            let summary = checked.config.summary();
+            println!("{}: OK: {summary}{warned}", path.display());
             ExitCode::SUCCESS
         }
         Err(errors) => {
             eprintln!("{errors}");
-            let n = errors.0.len();
+            let n = errors.total();
             eprintln!(
                 "{}: {n} error{}",
                 path.display(),

@@ -4,11 +4,12 @@
 //! swaps it into the service's listener in one atomic store; a connection holds the generation
 //! it started with until it ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use healthcheck::monitor::Monitor;
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, PoolConfig, ServiceConfig};
 use crate::pool::Pool;
 use crate::registry::Registry;
 use crate::stats::ServiceStats;
@@ -31,12 +32,15 @@ pub fn build(
     registry: &Registry,
     monitor: &Monitor,
 ) -> Vec<Arc<ServiceGeneration>> {
+    // By name, so that building is linear in the number of services and pools.
+    let pools: HashMap<&str, &PoolConfig> =
+        config.pools.iter().map(|p| (p.name.as_str(), p)).collect();
     config
         .services
         .iter()
         .map(|service| {
-            let pool_config = config
-                .pool(&service.pool)
+            let pool_config = *pools
+                .get(service.pool.as_str())
                 .expect("validated config: every service names an existing pool");
             let pool = Pool::build(pool_config, service.balance, |addr| {
                 registry.backend(&pool_config.name, addr)

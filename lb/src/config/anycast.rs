@@ -7,14 +7,13 @@
 //! unique names, host addresses (/32, /128) that are unicast and not also a VRRP VIP or
 //! another announcement's, tracked pools that exist.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::pool::RawPool;
 use super::validate::Validator;
 use super::vrrp::RawVrrp;
 
@@ -66,13 +65,12 @@ impl Validator<'_> {
     pub(crate) fn anycasts(
         &mut self,
         raw: &[Spanned<RawAnycast>],
-        pools: &[Spanned<RawPool>],
         vrrp: &[Spanned<RawVrrp>],
     ) -> Vec<AnycastConfig> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         // Each address once, across announcements: two would fight over it.
         let mut addresses: HashMap<IpAddr, usize> = HashMap::new();
-        let vrrp_vips: Vec<IpAddr> = vrrp
+        let vrrp_vips: HashSet<IpAddr> = vrrp
             .iter()
             .flat_map(|v| v.get_ref().vips.iter())
             .filter_map(|raw| raw.get_ref().split('/').next()?.trim().parse().ok())
@@ -109,11 +107,6 @@ impl Validator<'_> {
                     self.error(raw_vip.span(), message);
                     continue;
                 }
-                if is_broadcast(vip.addr) {
-                    let message = format!("anycast vip {} is a broadcast address", vip.addr);
-                    self.error(raw_vip.span(), message);
-                    continue;
-                }
                 if vrrp_vips.contains(&vip.addr) {
                     let message = format!(
                         "anycast vip {} is also a [[vrrp]] vip: one mode per address",
@@ -136,7 +129,7 @@ impl Validator<'_> {
             let track = r
                 .track
                 .iter()
-                .filter_map(|t| self.anycast_track(t, pools))
+                .filter_map(|t| self.anycast_track(t))
                 .collect();
             let interface = match &r.interface {
                 Some(i) if i.get_ref().trim().is_empty() || i.get_ref().len() > 15 => {
@@ -165,23 +158,14 @@ impl Validator<'_> {
         out
     }
 
-    fn anycast_track(
-        &mut self,
-        raw: &Spanned<RawAnycastTrack>,
-        pools: &[Spanned<RawPool>],
-    ) -> Option<AnycastTrack> {
+    fn anycast_track(&mut self, raw: &Spanned<RawAnycastTrack>) -> Option<AnycastTrack> {
         let t = raw.get_ref();
         let name = t.pool.get_ref();
-        let Some(pool) = pools.iter().find(|p| p.get_ref().name.get_ref() == name) else {
+        let Some(size) = self.pool_size(name) else {
             let message = format!("track names pool {name:?}, which is not defined");
             self.error(t.pool.span(), message);
             return None;
         };
-        let size = pool
-            .get_ref()
-            .backends
-            .as_ref()
-            .map_or(0, |b| b.get_ref().len());
         let max = i64::try_from(size.max(1)).unwrap_or(i64::MAX);
         let min_healthy = self.int("min_healthy", &t.min_healthy, 1..=max, 1u32);
         Some(AnycastTrack {
@@ -189,10 +173,6 @@ impl Validator<'_> {
             min_healthy,
         })
     }
-}
-
-fn is_broadcast(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use super::health::{HealthConfig, RawHealth};
 use super::validate::Validator;
+use super::values;
 use super::vrrp::RawVrrp;
 
 const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -231,6 +232,12 @@ impl Validator<'_> {
             self.error(program.span(), format!("{key}: the program name is empty"));
             return None;
         }
+        for arg in raw.get_ref() {
+            if let Err(message) = values::argument(key, arg.get_ref()) {
+                self.error(arg.span(), message);
+                return None;
+            }
+        }
         if !path.is_absolute() && !on_path(name) {
             let message =
                 format!("{key}: program {name:?} is not an absolute path and is not found on PATH");
@@ -268,26 +275,12 @@ impl Validator<'_> {
                     self.error(table, message);
                     return None;
                 };
-                let known = vrrp
-                    .iter()
-                    .any(|v| v.get_ref().name.get_ref() == instance.get_ref());
-                if !known {
-                    let defined: Vec<&str> = vrrp
-                        .iter()
-                        .map(|v| v.get_ref().name.get_ref().as_str())
-                        .collect();
-                    let message = if defined.is_empty() {
-                        format!(
-                            "instance {:?} is not defined: no [[vrrp]] instance exists",
-                            instance.get_ref()
-                        )
-                    } else {
-                        format!(
-                            "instance {:?} is not defined; defined: {}",
-                            instance.get_ref(),
-                            defined.join(", ")
-                        )
-                    };
+                if !self.vrrp_defined(instance.get_ref()) {
+                    let defined = self.defined_instances(vrrp);
+                    let message = format!(
+                        "instance {:?} is not defined; {defined}",
+                        instance.get_ref()
+                    );
                     self.error(instance.span(), message);
                     return None;
                 }

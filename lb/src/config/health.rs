@@ -21,6 +21,10 @@ const DEFAULT_RISE: u32 = 2;
 const DEFAULT_FALL: u32 = 3;
 const DEFAULT_EJECT_AFTER: u32 = 3;
 const MAX_COUNT: i64 = 100;
+/// A host name is at most 253 characters (RFC 1035 §2.3.4), plus a `:port`.
+const MAX_HOST_LEN: usize = 255;
+/// Longer request targets are refused by common servers (8 KiB request lines at most).
+const MAX_PATH_LEN: usize = 4096;
 
 /// How one backend is probed, with the rise/fall rules that turn probes into up/down.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +306,10 @@ impl Validator<'_> {
                         .get_ref()
                         .chars()
                         .any(|c| c.is_whitespace() || c.is_control());
-                if !valid {
+                if p.get_ref().len() > MAX_PATH_LEN {
+                    let message = format!("path is longer than {MAX_PATH_LEN} bytes");
+                    self.error(p.span(), message);
+                } else if !valid {
                     let message = format!(
                         "path {:?} must start with '/' and hold no spaces",
                         p.get_ref()
@@ -321,11 +328,17 @@ impl Validator<'_> {
                 e.get_ref().clone()
             }
         };
+        let host = raw.host.as_ref().map(|h| {
+            if let Err(message) = host_header(h.get_ref()) {
+                self.error(h.span(), message);
+            }
+            h.get_ref().clone()
+        });
         HealthCheck::Http {
             addr,
             method,
             path,
-            host: raw.host.as_ref().map(|h| h.get_ref().clone()),
+            host,
             expect,
             body: raw.body.as_ref().map(|b| b.get_ref().clone()),
         }
@@ -350,6 +363,11 @@ impl Validator<'_> {
             self.error(command.span(), message);
             return None;
         }
+        for arg in args {
+            if let Err(message) = values::argument("command", arg.get_ref()) {
+                self.error(arg.span(), message);
+            }
+        }
         let argv = args
             .iter()
             .map(|a| values::substitute_backend(a.get_ref(), addr))
@@ -358,6 +376,13 @@ impl Validator<'_> {
     }
 
     fn process(&mut self, raw: &RawHealth, table: Range<usize>) -> Option<HealthCheck> {
+        for (key, value) in [("process", &raw.process), ("pidfile", &raw.pidfile)] {
+            if let Some(value) = value
+                && let Err(message) = values::argument(key, value.get_ref())
+            {
+                self.error(value.span(), message);
+            }
+        }
         match (&raw.process, &raw.pidfile) {
             (Some(name), None) if !name.get_ref().is_empty() => Some(HealthCheck::Process {
                 name: Some(name.get_ref().clone()),
@@ -381,6 +406,31 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// A `Host` header value: a name or address and an optional port, in ASCII (an
+/// internationalised name in its `xn--` form). A CR or LF would end the header early and
+/// corrupt the request, and every probe would fail.
+fn host_header(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err(
+            "host must not be empty; leave it out to send the backend's address".to_owned(),
+        );
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!("host is longer than {MAX_HOST_LEN} characters"));
+    }
+    if let Some(c) = host.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "host {host:?} holds {c:?}; a Host header is a name or address and a port"
+        ));
+    }
+    if !host.is_ascii() {
+        return Err(format!(
+            "host {host:?} is not ASCII; write an internationalised name in its xn-- form"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use anycast::{AnycastConfig, AnycastTrack};
 pub use app::{AppConfig, RunOn};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, ConfigWarning, MAX_REPORTED};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
 pub use node::{AdminToken, IoMode, MIN_TOKEN_LEN, NodeConfig};
 pub use pool::{BackendConfig, Ejection, PoolConfig, Role};
@@ -77,8 +77,21 @@ fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// A valid configuration and the warnings checking it gave: values that are allowed but
+/// most likely not meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
 /// Parses and validates `source`; `file_name` only labels the errors.
 pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    parse_checked(source, file_name).map(|c| c.config)
+}
+
+/// As [`parse`], keeping the warnings.
+pub fn parse_checked(source: &str, file_name: &str) -> Result<Checked, ConfigErrors> {
     let raw: validate::RawConfig = toml::from_str(source).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim_end().to_owned();
@@ -87,15 +100,37 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     validate::validate(raw, source, file_name)
 }
 
+/// As [`parse_checked`], for the bytes of a file: text that is not UTF-8 is an error at the
+/// line and column of its first bad byte.
+pub fn parse_bytes(bytes: &[u8], file_name: &str) -> Result<Checked, ConfigErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(source) => parse_checked(source, file_name),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            // Valid by definition: the decoder stopped right after it.
+            let before = std::str::from_utf8(valid).unwrap_or_default();
+            let bad = bytes[e.valid_up_to()];
+            let message =
+                format!("invalid UTF-8 (byte 0x{bad:02x}): a config file must be UTF-8 text");
+            Err(ConfigError::at(file_name, before, before.len()..before.len(), message).into())
+        }
+    }
+}
+
 /// Reads and parses the file at `path`. A read failure is reported as a
 /// [`ConfigError`] at line 0 so callers handle one error type.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_checked(path).map(|c| c.config)
+}
+
+/// As [`load`], keeping the warnings.
+pub fn load_checked(path: &Path) -> Result<Checked, ConfigErrors> {
     let file_name = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         file: file_name.clone(),
         line: 0,
         column: 0,
         message: format!("cannot read config file: {e}"),
     })?;
-    parse(&source, &file_name)
+    parse_bytes(&bytes, &file_name)
 }

@@ -14,6 +14,9 @@ use super::validate::Validator;
 const DEFAULT_NODE_NAME: &str = "tandem";
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_THREADS: i64 = 1024;
+/// Data threads per CPU beyond which `threads` is an error: each thread has its own ring,
+/// sockets and buffers, and threads beyond the CPUs only take turns on them.
+const MAX_THREADS_PER_CPU: usize = 4;
 const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 const DEFAULT_HEALTHZ_PATH: &str = "/healthz";
@@ -23,7 +26,7 @@ const DEFAULT_HEALTHZ_PATH: &str = "/healthz";
 pub struct NodeConfig {
     /// Identifies this node in logs and metrics. Default "tandem".
     pub name: String,
-    /// Data threads, 1..=1024. Default: the available parallelism.
+    /// Data threads, 1..=1024 and at most 4 per CPU. Default: the available parallelism.
     pub threads: usize,
     /// How the relay moves bytes. Default `auto`.
     pub io: IoMode,
@@ -47,6 +50,38 @@ pub struct NodeConfig {
 
 /// A token anyone could guess in a few tries is no guard.
 pub const MIN_TOKEN_LEN: usize = 16;
+/// A token is a secret, not a document.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// What makes `token` unfit to be the admin token, if anything. It travels in an HTTP
+/// header, which carries printable ASCII only (a control character or a non-ASCII one could
+/// never match), and its length is counted in characters.
+fn token_problem(token: &str) -> Option<String> {
+    if let Some(c) = token.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "holds the control character {c:?}; a token travels in an HTTP header: printable \
+             ASCII only"
+        ));
+    }
+    if !token.is_ascii() {
+        return Some(
+            "holds non-ASCII characters; a token travels in an HTTP header: printable ASCII only"
+                .to_owned(),
+        );
+    }
+    let length = token.chars().count();
+    if length > MAX_TOKEN_LEN {
+        return Some(format!(
+            "is {length} characters long; at most {MAX_TOKEN_LEN} are allowed"
+        ));
+    }
+    if length < MIN_TOKEN_LEN {
+        return Some(format!(
+            "must be at least {MIN_TOKEN_LEN} characters (it guards swap, drain and reload)"
+        ));
+    }
+    None
+}
 
 /// The admin token, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +97,16 @@ impl AdminToken {
         match self {
             AdminToken::Inline(t) => Ok(t.clone()),
             AdminToken::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = read_token_file(path).map_err(|e| {
                     std::io::Error::new(
                         e.kind(),
                         format!("admin_token_file {}: {e}", path.display()),
                     )
                 })?;
                 let token = text.trim_end_matches(['\n', '\r']).to_owned();
-                if token.len() < MIN_TOKEN_LEN {
+                if let Some(problem) = token_problem(&token) {
                     return Err(std::io::Error::other(format!(
-                        "admin_token_file {}: the token must be at least {MIN_TOKEN_LEN} characters",
+                        "admin_token_file {}: the token {problem}",
                         path.display()
                     )));
                 }
@@ -79,6 +114,26 @@ impl AdminToken {
             }
         }
     }
+}
+
+/// The text of a token file: a regular file (a FIFO or a device such as /dev/zero would
+/// block or never end), of at most a token's length and a line break.
+fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let limit = MAX_TOKEN_LEN + 2;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        let message = format!("the token is longer than {MAX_TOKEN_LEN} characters");
+        return Err(std::io::Error::other(message));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "the token is not text"))
 }
 
 /// How the data plane moves bytes between clients and backends (`[node] io`).
@@ -156,6 +211,25 @@ impl Validator<'_> {
             }
             _ => self.int("threads", &raw.threads, 1..=MAX_THREADS, default_threads),
         };
+        if let Some(t) = &raw.threads
+            && threads > default_threads
+        {
+            let cpus = default_threads;
+            if threads > MAX_THREADS_PER_CPU * cpus {
+                let message = format!(
+                    "threads = {threads} is more than {MAX_THREADS_PER_CPU} per CPU ({cpus} here): \
+                     each data thread has its own ring, sockets and buffers, and threads beyond \
+                     the CPUs only take turns; omit threads to use one per CPU"
+                );
+                self.error(t.span(), message);
+            } else {
+                let message = format!(
+                    "threads = {threads} is more than the {cpus} CPUs here: the extra threads \
+                     take turns on them; omit threads to use one per CPU"
+                );
+                self.warn(t.span(), message);
+            }
+        }
         let io = raw.io.as_ref().map_or(IoMode::Auto, |io| *io.get_ref());
         // Zero is allowed: it means "close open connections immediately".
         let drain_timeout = self.duration(
@@ -167,7 +241,7 @@ impl Validator<'_> {
         let admin = match &raw.admin {
             None => Some(DEFAULT_ADMIN),
             Some(a) if a.get_ref().trim().is_empty() => None,
-            Some(a) => self.addr("admin address", a),
+            Some(a) => self.listen_addr("admin address", a),
         };
         let admin_token = match (&raw.admin_token, &raw.admin_token_file) {
             (Some(_), Some(file)) => {
@@ -175,19 +249,28 @@ impl Validator<'_> {
                 self.error(file.span(), message);
                 None
             }
-            (Some(t), None) if t.get_ref().trim().len() < MIN_TOKEN_LEN => {
-                let message = format!(
-                    "admin_token must be at least {MIN_TOKEN_LEN} characters (it guards swap, drain and reload)"
-                );
-                self.error(t.span(), message);
-                None
-            }
-            (Some(t), None) => Some(AdminToken::Inline(t.get_ref().trim().to_owned())),
+            // Spaces around the token are dropped; a line break or other control character
+            // anywhere is a mistake.
+            (Some(t), None) => match token_problem(t.get_ref().trim_matches(' ')) {
+                Some(problem) => {
+                    self.error(t.span(), format!("admin_token {problem}"));
+                    None
+                }
+                None => Some(AdminToken::Inline(t.get_ref().trim_matches(' ').to_owned())),
+            },
             (None, Some(f)) if f.get_ref().trim().is_empty() => {
                 self.error(f.span(), "admin_token_file must name a file".to_owned());
                 None
             }
-            (None, Some(f)) => Some(AdminToken::File(f.get_ref().into())),
+            (None, Some(f)) => {
+                // Read now, as `run` and every reload will: a missing or unreadable file, or a
+                // bad token in it, is found by `check` rather than at start.
+                let token = AdminToken::File(f.get_ref().into());
+                if let Err(e) = token.resolve() {
+                    self.error(f.span(), e.to_string());
+                }
+                Some(token)
+            }
             (None, None) => None,
         };
         let healthz_path = match &raw.healthz_path {

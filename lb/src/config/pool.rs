@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::health::{HealthConfig, RawHealth};
 use super::validate::Validator;
+use super::values;
 
 const MAX_WEIGHT: i64 = 256;
 const DEFAULT_EJECT_AFTER: u32 = 3;
@@ -183,25 +184,26 @@ impl Validator<'_> {
         raw: &[Spanned<RawBackend>],
         pool_health: Option<&Spanned<RawHealth>>,
     ) -> Vec<BackendConfig> {
-        let mut first_seen: HashMap<SocketAddr, (usize, usize)> = HashMap::new();
+        // Where each address was first listed (its byte offset: located only when repeated).
+        let mut first_seen: HashMap<SocketAddr, usize> = HashMap::new();
         let mut backends = Vec::with_capacity(raw.len());
         for spanned in raw {
             let backend = spanned.get_ref();
             let addr = self.addr("backend addr", &backend.addr);
             if let Some(addr) = addr {
-                if addr.ip().is_unspecified() {
-                    let message = format!(
-                        "backend addr {addr} is the unspecified address; name a concrete backend IP"
-                    );
+                if let Some(what) = values::not_unicast(addr.ip()) {
+                    let message =
+                        format!("backend addr {addr} is {what}; name a concrete backend IP");
                     self.error(backend.addr.span(), message);
-                } else if let Some(&(line, column)) = first_seen.get(&addr) {
+                } else if let Some(&first) = first_seen.get(&addr) {
+                    let (line, column) = self.line_column(&(first..first));
                     let message = format!(
                         "duplicate backend {addr} in pool {pool:?}; first listed at \
                          line {line}, column {column}"
                     );
                     self.error(backend.addr.span(), message);
                 } else {
-                    first_seen.insert(addr, self.line_column(&backend.addr.span()));
+                    first_seen.insert(addr, backend.addr.span().start);
                 }
             }
             let weight = match &backend.weight {

@@ -138,7 +138,7 @@ impl Validator<'_> {
                 names.insert(name, self.line_of(&service.name.span()));
             }
 
-            let listen = self.addr("listen address", &service.listen);
+            let listen = self.listen_addr("listen address", &service.listen);
             if let Some(addr) = listen {
                 if let Some(&(other, line)) = listens.get(&addr) {
                     let message = format!(
@@ -193,23 +193,11 @@ impl Validator<'_> {
         pools: &[Spanned<RawPool>],
     ) {
         let wanted = pool.get_ref();
-        if pools.iter().any(|p| p.get_ref().name.get_ref() == wanted) {
+        if self.pool_size(wanted).is_some() {
             return;
         }
         // Listed in document order, once each, so the typo is easy to spot.
-        let mut names: Vec<String> = Vec::new();
-        for p in pools {
-            let name = p.get_ref().name.get_ref();
-            let quoted = format!("{name:?}");
-            if !name.is_empty() && !names.contains(&quoted) {
-                names.push(quoted);
-            }
-        }
-        let defined = if names.is_empty() {
-            "no [[pool]] is defined".to_owned()
-        } else {
-            format!("defined pools: {}", names.join(", "))
-        };
+        let defined = self.defined_pools(pools);
         let message =
             format!("service {service:?} uses pool {wanted:?}, which is not defined; {defined}");
         self.error(pool.span(), message);

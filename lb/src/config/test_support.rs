@@ -22,7 +22,7 @@ pub(super) fn addr(s: &str) -> SocketAddr {
 pub(super) fn errors(source: &str) -> Vec<ConfigError> {
     match parse(source, "tandem.toml") {
         Ok(config) => panic!("expected errors, got {config:?}"),
-        Err(errors) => errors.0,
+        Err(errors) => errors.shown,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::error::position;
+use super::error::{LineIndex, position};
 use super::test_support::*;
 use super::*;
 
@@ -131,6 +131,11 @@ fn the_shipped_rack_pair_configs_are_valid_and_differ_only_in_name_and_priority(
 
 #[test]
 fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
+    // They read the token from /etc/tandem/admin-token, where the install steps put it: here,
+    // from a file of this test's.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
     for (file, source) in [
         (
             "cloud-lb1.toml",
@@ -141,7 +146,9 @@ fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
             include_str!("../../../configs/cloud-lb2.toml"),
         ),
     ] {
-        let config = parse(source, file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(source.contains("admin_token_file = \"/etc/tandem/admin-token\""));
+        let source = source.replace("/etc/tandem/admin-token", token.to_str().unwrap());
+        let config = parse(&source, file).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(config.vrrp[0].mode, VrrpMode::Cloud, "{file}");
         assert!(config.vrrp[0].vips.is_empty() && !config.vrrp[0].peers.is_empty());
         assert!(config.node.admin.is_some_and(|a| a.ip().is_unspecified()));
@@ -419,6 +426,94 @@ fn columns_count_characters_not_bytes() {
     assert_eq!(found, vec![(7, 22), (7, 36)]);
 }
 
+/// The position as the scan from the start of the file computes it.
+fn naive_position(source: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(source.len());
+    while !source.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &source[..end];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+#[test]
+fn positions_on_long_lines_of_multibyte_text_count_characters() {
+    // Blocks of the index end inside characters and inside lines.
+    let line = "é😀a".repeat(700);
+    let source = format!("{line}\n{line}\nx");
+    let index = LineIndex::new(&source);
+    for offset in (0..=source.len() + 3).step_by(7) {
+        assert_eq!(
+            index.position(offset),
+            naive_position(&source, offset),
+            "offset {offset}"
+        );
+    }
+    assert_eq!(index.position(source.len()), (3, 2));
+}
+
+#[test]
+fn a_file_with_thousands_of_errors_reports_the_first_ones_and_counts_the_rest() {
+    let list: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                "{{ addr = \"10.0.{}.{}:80\", weight = 0 }}",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let source = backends(&format!("[\n{}\n]", list.join(",\n")));
+    let errors = parse(&source, "t.toml").unwrap_err();
+    assert_eq!(errors.shown.len(), MAX_REPORTED);
+    assert_eq!(errors.more, 2000 - MAX_REPORTED);
+    assert_eq!(errors.total(), 2000);
+    // The first ones, in document order: line 8 holds the first backend.
+    let lines: Vec<usize> = errors.shown.iter().map(|e| e.line).collect();
+    assert_eq!(lines, (8..8 + MAX_REPORTED).collect::<Vec<_>>());
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), MAX_REPORTED + 1);
+    assert!(text.ends_with("\n... and 1950 more errors"), "{text}");
+}
+
+#[test]
+fn a_reference_to_a_missing_pool_lists_at_most_ten_names() {
+    let mut source = MINIMAL.replace("pool = \"web\"", "pool = \"nope\"");
+    for i in 0..25 {
+        source.push_str(&format!(
+            "[[pool]]\nname = \"p{i}\"\nbackends = [{{ addr = \"10.0.0.1:80\" }}]\n"
+        ));
+    }
+    let error = single_error(&source);
+    assert!(
+        error
+            .message
+            .ends_with("defined pools: \"web\", \"p0\", \"p1\", \"p2\", \"p3\", \"p4\", \"p5\", \"p6\", \"p7\", \"p8\" and 16 more"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_the_line_and_column_of_the_first_bad_byte() {
+    let mut bytes = MINIMAL.as_bytes().to_vec();
+    // Line 2 is `name = "web"`: the 'w' (column 9) becomes "é" (two bytes), the 'e' after it
+    // (column 10) a byte that no UTF-8 text holds.
+    let at = MINIMAL.find("web").unwrap();
+    bytes.splice(at..at + 1, "é".bytes());
+    bytes[at + "é".len()] = 0xff;
+    let error = parse_bytes(&bytes, "t.toml").unwrap_err();
+    assert_eq!(error.total(), 1);
+    let error = &error.shown[0];
+    assert_eq!((error.line, error.column), (2, 10), "{error}");
+    assert!(error.message.contains("UTF-8"), "{error}");
+    assert!(error.message.contains("0xff"), "{error}");
+}
+
 #[test]
 fn load_reads_and_validates_a_file() {
     let path = std::env::temp_dir().join(format!("tandem-config-test-{}.toml", std::process::id()));
@@ -431,7 +526,7 @@ fn load_reads_and_validates_a_file() {
 #[test]
 fn load_reports_an_unreadable_file_at_line_0_with_the_os_error() {
     let path = std::path::Path::new("/nonexistent/tandem.toml");
-    let errors = load(path).unwrap_err().0;
+    let errors = load(path).unwrap_err().shown;
     assert_eq!(errors.len(), 1);
     let error = &errors[0];
     assert_eq!(error.file, "/nonexistent/tandem.toml");
@@ -446,9 +541,9 @@ fn load_reports_an_unreadable_file_at_line_0_with_the_os_error() {
 /// Every reported position must exist in the source, so editors can jump to it.
 fn assert_positions_in_bounds(source: &str, result: &Result<Config, ConfigErrors>) {
     if let Err(errors) = result {
-        assert!(!errors.0.is_empty());
+        assert!(!errors.shown.is_empty());
         let lines = source.split('\n').count();
-        for error in &errors.0 {
+        for error in &errors.shown {
             assert!(
                 error.line >= 1 && error.line <= lines,
                 "{error} in {source:?}"
@@ -460,6 +555,17 @@ fn assert_positions_in_bounds(source: &str, result: &Result<Config, ConfigErrors
 }
 
 proptest! {
+    #[test]
+    fn the_line_index_agrees_with_a_scan_from_the_start(
+        source in "[a\\né😀\\r]{0,3000}",
+        offsets in prop::collection::vec(0usize..3100, 1..20),
+    ) {
+        let index = LineIndex::new(&source);
+        for offset in offsets {
+            prop_assert_eq!(index.position(offset), naive_position(&source, offset));
+        }
+    }
+
     #[test]
     fn parse_never_panics_on_arbitrary_input(source in "\\PC*") {
         let result = parse(&source, "fuzz.toml");
@@ -496,7 +602,7 @@ proptest! {
 fn durations_longer_than_a_year_are_rejected_with_their_line() {
     let src = "[[service]]\nname = \"s\"\nlisten = \"127.0.0.1:80\"\npool = \"p\"\nidle_timeout = \"300000000000y\"\n\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"127.0.0.1:81\" }]\n";
     let errors = parse(src, "t.toml").unwrap_err();
-    assert_eq!(errors.0.len(), 1, "{errors}");
-    assert_eq!(errors.0[0].line, 5, "{errors}");
-    assert!(errors.0[0].message.contains("idle_timeout"), "{errors}");
+    assert_eq!(errors.shown.len(), 1, "{errors}");
+    assert_eq!(errors.shown[0].line, 5, "{errors}");
+    assert!(errors.shown[0].message.contains("idle_timeout"), "{errors}");
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::pool::RawPool;
 use super::validate::Validator;
 use super::values;
 
@@ -161,13 +160,11 @@ pub(crate) struct RawNotify {
 }
 
 impl Validator<'_> {
-    pub(crate) fn vrrps(
-        &mut self,
-        raw: &[Spanned<RawVrrp>],
-        pools: &[Spanned<RawPool>],
-    ) -> Vec<VrrpConfig> {
+    pub(crate) fn vrrps(&mut self, raw: &[Spanned<RawVrrp>]) -> Vec<VrrpConfig> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut groups: HashMap<(String, u8, bool), String> = HashMap::new();
+        // Each VIP is held by one instance: two masters would add it twice.
+        let mut held: HashMap<IpAddr, (&str, usize)> = HashMap::new();
         let mut all = Vec::with_capacity(raw.len());
         for spanned in raw {
             let r = spanned.get_ref();
@@ -182,9 +179,30 @@ impl Validator<'_> {
             } else {
                 names.insert(name, self.line_of(&r.name.span()));
             }
-            let Some(config) = self.vrrp(r, spanned.span(), pools) else {
+            let Some(config) = self.vrrp(r, spanned.span()) else {
                 continue;
             };
+            for raw in &r.vips {
+                let Some(addr) = vip_addr(raw.get_ref()) else {
+                    continue;
+                };
+                match held.get(&addr) {
+                    Some(&(other, line)) => {
+                        let message = if other == name.as_str() {
+                            format!("vip {addr} is listed twice (first at line {line})")
+                        } else {
+                            format!(
+                                "vip {addr} is already held by vrrp {other:?} (line {line}); \
+                                 each address belongs to one instance"
+                            )
+                        };
+                        self.error(raw.span(), message);
+                    }
+                    None => {
+                        held.insert(addr, (name, self.line_of(&raw.span())));
+                    }
+                }
+            }
             // The family as the instance will pick it: VIPs, then source, then peers.
             let v6 = config
                 .vips
@@ -209,12 +227,7 @@ impl Validator<'_> {
         all
     }
 
-    fn vrrp(
-        &mut self,
-        r: &RawVrrp,
-        table: Range<usize>,
-        pools: &[Spanned<RawPool>],
-    ) -> Option<VrrpConfig> {
+    fn vrrp(&mut self, r: &RawVrrp, table: Range<usize>) -> Option<VrrpConfig> {
         let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
             None | Some("vip") => VrrpMode::Vip,
             Some("cloud") => VrrpMode::Cloud,
@@ -316,7 +329,7 @@ impl Validator<'_> {
 
         let mut track = Vec::new();
         for t in &r.track {
-            track.extend(self.track(t.get_ref(), pools));
+            track.extend(self.track(t.get_ref()));
         }
         if priority == 255 && !r.track.is_empty() {
             let message = "priority 255 marks the address owner, whose priority never changes \
@@ -461,31 +474,42 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
-            let message = format!("vip {addr} cannot be a virtual address");
+        if let Some(why) = not_a_vip(addr, prefix) {
+            let message = format!("vip {addr} cannot be a virtual address: {why}");
             self.error(raw.span(), message);
             return None;
         }
         Some(Vip { addr, prefix })
     }
 
+    /// The address of one host (a peer, the advert source, a gateway): never multicast or
+    /// broadcast, nor unspecified.
     fn ip(&mut self, key: &str, raw: &Spanned<String>) -> Option<IpAddr> {
-        match raw.get_ref().trim().parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                let message = format!("invalid {key} {:?}: expected an IP address", raw.get_ref());
+        let Ok(ip) = raw.get_ref().trim().parse::<IpAddr>() else {
+            let message = format!("invalid {key} {:?}: expected an IP address", raw.get_ref());
+            self.error(raw.span(), message);
+            return None;
+        };
+        match values::not_unicast(ip) {
+            // An unspecified source has a message of its own.
+            Some(what) if !(key == "source" && ip.is_unspecified()) => {
+                let hint = if key == "peer" {
+                    "; leave `peers` out to advertise by multicast"
+                } else {
+                    ""
+                };
+                let message = format!("{key} {ip} is {what}, not one host's address{hint}");
                 self.error(raw.span(), message);
                 None
             }
+            _ => Some(ip),
         }
     }
 
-    fn track(&mut self, t: &RawTrack, pools: &[Spanned<RawPool>]) -> Option<TrackPool> {
+    fn track(&mut self, t: &RawTrack) -> Option<TrackPool> {
         let name = t.pool.get_ref();
-        let pool = pools.iter().find(|p| p.get_ref().name.get_ref() == name);
-        let size = pool
-            .and_then(|p| p.get_ref().backends.as_ref())
-            .map_or(0, |b| b.get_ref().len());
+        let pool = self.pool_size(name);
+        let size = pool.unwrap_or(0);
         if pool.is_none() {
             let message = format!("track names pool {name:?}, which is not defined");
             self.error(t.pool.span(), message);
@@ -515,6 +539,12 @@ impl Validator<'_> {
                 self.error(v.span(), message);
                 return None;
             }
+            for arg in v.get_ref() {
+                if let Err(message) = values::argument(&format!("notify.{key}"), arg) {
+                    self.error(v.span(), message);
+                    return None;
+                }
+            }
             Some(v.get_ref().clone())
         };
         let (master, backup) = (argv("master", &raw.master), argv("backup", &raw.backup));
@@ -527,6 +557,41 @@ impl Validator<'_> {
             timeout: self.duration("timeout", &raw.timeout, DEFAULT_NOTIFY_TIMEOUT, true),
         }
     }
+}
+
+/// The address of a `vips` entry as written (`ADDRESS[/PREFIX]`), if it parses.
+fn vip_addr(text: &str) -> Option<IpAddr> {
+    text.split('/').next()?.trim().parse().ok()
+}
+
+/// Why `addr`/`prefix` cannot be a virtual address, if it cannot: it must be one host's
+/// unicast address, which neighbours resolve and routers forward.
+fn not_a_vip(addr: IpAddr, prefix: u8) -> Option<String> {
+    if let Some(what) = values::not_unicast(addr) {
+        return Some(format!("it is {what}"));
+    }
+    if addr.is_loopback() {
+        return Some("it is a loopback address".to_owned());
+    }
+    let IpAddr::V4(v4) = addr else {
+        return None;
+    };
+    let first = v4.octets()[0];
+    if first == 0 {
+        return Some("0.0.0.0/8 means this network, no host on it".to_owned());
+    }
+    if first >= 240 {
+        return Some("240.0.0.0/4 is reserved and never routed".to_owned());
+    }
+    // The all-ones host part of its own subnet is that subnet's broadcast (/31 and /32 have
+    // none, RFC 3021).
+    if prefix <= 30 {
+        let host_bits = u32::MAX >> prefix;
+        if u32::from(v4) & host_bits == host_bits {
+            return Some(format!("it is the broadcast address of its /{prefix}"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

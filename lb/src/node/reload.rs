@@ -36,7 +36,11 @@ impl Node {
     }
 
     async fn try_reload(&mut self) -> Result<Reloaded, ReloadRejected> {
-        let config = config::load(&self.config_path).map_err(rejected)?;
+        let checked = config::load_checked(&self.config_path).map_err(rejected)?;
+        for warning in &checked.warnings {
+            tracing::warn!("{warning}");
+        }
+        let config = checked.config;
         let token = resolve_token(&config).map_err(rejected)?;
         let summary = self.data_plane.apply(config).map_err(rejected)?;
         let mut notes = Vec::new();

@@ -166,3 +166,29 @@ fn app_names_are_unique() {
         "duplicate app name \"db\"; first defined at line 7",
     );
 }
+
+#[test]
+fn app_programs_hold_no_nul_and_their_times_are_bounded() {
+    assert_error(
+        &with_app("name = \"db\"\nstart = [\"/bin/db\", \"a\\u0000\"]\ninstance = \"front\""),
+        8,
+        21,
+        "start holds a NUL byte",
+    );
+    let base = "name = \"db\"\nstart = [\"/bin/db\"]\ninstance = \"front\"";
+    for (line, fragment) in [
+        (
+            "start_timeout = \"1ns\"",
+            "shorter than the minimum of 100ms",
+        ),
+        ("stop_timeout = \"365d\"", "longer than the maximum of 1h"),
+        ("reset_after = \"365d\"", "longer than the maximum of 7days"),
+        (
+            "restart = { within = \"1ms\" }",
+            "restart.within \"1ms\" is shorter than the minimum of 1s",
+        ),
+    ] {
+        let column = line.find('"').unwrap() + 1;
+        assert_error(&with_app(&format!("{base}\n{line}")), 10, column, fragment);
+    }
+}

@@ -256,3 +256,80 @@ fn a_backend_health_error_points_at_the_backends_own_key() {
     );
     assert_error(&source, 7, 55, "fall must be at least 1");
 }
+
+#[test]
+fn probe_intervals_and_timeouts_no_one_means_are_rejected() {
+    let list = r#"[{ addr = "10.0.0.1:80" }]"#;
+    let cases = [
+        (
+            r#"{ kind = "tcp", interval = "1ns" }"#,
+            "interval \"1ns\" is shorter than the minimum of 10ms",
+        ),
+        (r#"{ kind = "tcp", interval = "9ms" }"#, "minimum of 10ms"),
+        (
+            r#"{ kind = "tcp", interval = "365d" }"#,
+            "longer than the maximum of 1h",
+        ),
+        (
+            r#"{ kind = "tcp", timeout = "1ns" }"#,
+            "timeout \"1ns\" is shorter than the minimum of 1ms",
+        ),
+    ];
+    for (health, fragment) in cases {
+        let column = health.rfind("= \"").unwrap() + 3 + "health = ".len();
+        assert_error(&with_health(list, health), 8, column, fragment);
+    }
+    let source = with_health(
+        list,
+        r#"{ kind = "tcp", interval = "10ms", timeout = "1ms" }"#,
+    );
+    let config = parse(&source, "t").unwrap();
+    let health = health_of(&config, 0);
+    assert_eq!(
+        (health.interval, health.timeout),
+        (Duration::from_millis(10), Duration::from_millis(1))
+    );
+}
+
+#[test]
+fn a_host_header_with_a_line_break_or_space_is_rejected() {
+    let list = r#"[{ addr = "10.0.0.1:80" }]"#;
+    for (host, fragment) in [
+        (r#""example.com\r\nX-Evil: 1""#, "'\\r'"),
+        (r#""example.com\n""#, "'\\n'"),
+        (r#""exa mple.com""#, "' '"),
+        (r#""""#, "must not be empty"),
+        (r#""bücher.example""#, "xn--"),
+    ] {
+        let health = format!("{{ kind = \"http\", host = {host} }}");
+        assert_error(&with_health(list, &health), 8, 34, fragment);
+    }
+    let long = format!("{{ kind = \"http\", host = \"{}\" }}", "a".repeat(256));
+    assert_error(&with_health(list, &long), 8, 34, "longer than 255");
+    let good = with_health(list, r#"{ kind = "http", host = "www.example.com:8080" }"#);
+    let config = parse(&good, "t").unwrap();
+    let HealthCheck::Http { host, .. } = &health_of(&config, 0).check else {
+        panic!()
+    };
+    assert_eq!(host.as_deref(), Some("www.example.com:8080"));
+}
+
+#[test]
+fn a_nul_byte_in_a_command_or_process_is_rejected() {
+    let list = r#"[{ addr = "10.0.0.1:80" }]"#;
+    assert_error(
+        &with_health(
+            list,
+            r#"{ kind = "command", command = ["/bin/check", "a\u0000b"] }"#,
+        ),
+        8,
+        55,
+        "NUL",
+    );
+    assert_error(
+        &with_health(list, r#"{ kind = "process", process = "a\u0000" }"#),
+        8,
+        40,
+        "NUL",
+    );
+}

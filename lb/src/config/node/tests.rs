@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::config::test_support::{addr, assert_error, node_with};
-use crate::config::{AdminToken, IoMode, parse};
+use crate::config::{AdminToken, IoMode, parse, parse_checked};
 
 #[test]
 fn unknown_key_in_node_is_reported_with_its_line() {
@@ -48,13 +48,169 @@ fn threads_above_1024_is_rejected() {
         11,
         "threads must be between 1 and 1024",
     );
-    assert_eq!(
-        parse(&node_with("threads = 1024"), "t")
-            .unwrap()
-            .node
-            .threads,
-        1024
+}
+
+#[test]
+fn threads_beyond_the_cpus_warn_and_beyond_four_per_cpu_are_rejected() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let checked = parse_checked(&node_with(&format!("threads = {cpus}")), "t").unwrap();
+    assert_eq!(checked.config.node.threads, cpus);
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+
+    let checked = parse_checked(&node_with(&format!("threads = {}", cpus + 1)), "t").unwrap();
+    assert_eq!(checked.config.node.threads, cpus + 1);
+    assert_eq!(checked.warnings.len(), 1);
+    let warning = &checked.warnings[0];
+    assert_eq!((warning.0.line, warning.0.column), (2, 11));
+    assert!(
+        warning
+            .to_string()
+            .starts_with("t:2:11: warning: threads = "),
+        "{warning}"
     );
+
+    let checked = parse_checked(&node_with(&format!("threads = {}", 4 * cpus)), "t").unwrap();
+    assert_eq!(
+        checked.warnings.len(),
+        1,
+        "four per CPU is allowed, with a warning"
+    );
+    if 4 * cpus < 1024 {
+        assert_error(
+            &node_with(&format!("threads = {}", 4 * cpus + 1)),
+            2,
+            11,
+            "more than 4 per CPU",
+        );
+    }
+}
+
+#[test]
+fn a_node_name_of_more_than_64_characters_is_rejected() {
+    let name = "n".repeat(65);
+    assert_error(
+        &node_with(&format!("name = \"{name}\"")),
+        2,
+        8,
+        "at most 64",
+    );
+    let name = "n".repeat(64);
+    let config = parse(&node_with(&format!("name = \"{name}\"")), "t").unwrap();
+    assert_eq!(config.node.name, name);
+}
+
+#[test]
+fn tokens_are_printable_ascii_of_16_to_4096_characters() {
+    // Counted in characters: sixteen two-byte characters are no sixteen-character token,
+    // nor could they travel in a header.
+    let cases = [
+        ("é".repeat(16), "non-ASCII"),
+        (
+            "0123456789abcdef\\u0000".to_owned(),
+            "control character '\\0'",
+        ),
+        (
+            "01234567\\r\\n89abcdef".to_owned(),
+            "control character '\\r'",
+        ),
+        ("0123456789\\nabcdef".to_owned(), "control character '\\n'"),
+        ("x".repeat(4097), "at most 4096"),
+        ("0123456789abcde".to_owned(), "at least 16 characters"),
+    ];
+    for (token, fragment) in cases {
+        assert_error(
+            &node_with(&format!("admin_token = \"{token}\"")),
+            2,
+            15,
+            fragment,
+        );
+    }
+    let token = "x".repeat(4096);
+    let config = parse(&node_with(&format!("admin_token = \"{token}\"")), "t").unwrap();
+    assert_eq!(config.node.admin_token, Some(AdminToken::Inline(token)));
+}
+
+#[test]
+fn a_missing_or_bad_admin_token_file_is_an_error_at_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    assert_error(
+        &node_with(&format!(
+            "admin_token_file = {:?}",
+            missing.display().to_string()
+        )),
+        2,
+        20,
+        "No such file or directory",
+    );
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "0123456789\nabcdef\n").unwrap();
+    assert_error(
+        &node_with(&format!(
+            "admin_token_file = {:?}",
+            bad.display().to_string()
+        )),
+        2,
+        20,
+        "control character",
+    );
+    // Neither a device that never ends nor a directory is read.
+    for path in ["/dev/zero", "/"] {
+        assert_error(
+            &node_with(&format!("admin_token_file = {path:?}")),
+            2,
+            20,
+            "not a regular file",
+        );
+    }
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, "x".repeat(10_000)).unwrap();
+    assert_error(
+        &node_with(&format!(
+            "admin_token_file = {:?}",
+            huge.display().to_string()
+        )),
+        2,
+        20,
+        "longer than 4096",
+    );
+    let good = dir.path().join("good");
+    std::fs::write(&good, "0123456789abcdef\n").unwrap();
+    let config = parse(
+        &node_with(&format!(
+            "admin_token_file = {:?}",
+            good.display().to_string()
+        )),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.node.admin_token, Some(AdminToken::File(good)));
+}
+
+#[test]
+fn the_admin_api_listens_on_unicast_or_every_address() {
+    for admin in ["224.0.0.1:9090", "255.255.255.255:9090", "[ff02::1]:9090"] {
+        assert_error(
+            &node_with(&format!("admin = \"{admin}\"")),
+            2,
+            9,
+            "TCP listens on unicast addresses",
+        );
+    }
+    let config = parse(&node_with("admin = \"0.0.0.0:9090\""), "t").unwrap();
+    assert_eq!(config.node.admin, Some(addr("0.0.0.0:9090")));
+}
+
+#[test]
+fn drain_timeout_is_at_most_an_hour() {
+    assert_error(
+        &node_with("drain_timeout = \"365d\""),
+        2,
+        17,
+        "longer than the maximum of 1h",
+    );
+    let config = parse(&node_with("drain_timeout = \"1h\""), "t").unwrap();
+    assert_eq!(config.node.drain_timeout, Duration::from_secs(3600));
 }
 
 #[test]

@@ -149,3 +149,28 @@ fn a_pool_with_health_checks_takes_eject_after_in_its_health_table() {
         "eject_time_max is shorter than eject_time",
     );
 }
+
+#[test]
+fn multicast_and_broadcast_backends_are_rejected() {
+    for (addr, fragment) in [
+        ("224.0.0.1:80", "multicast"),
+        ("255.255.255.255:80", "broadcast"),
+        ("[ff02::1]:80", "multicast"),
+        ("[::]:80", "unspecified"),
+    ] {
+        assert_error(
+            &backends(&format!("[{{ addr = \"{addr}\" }}]")),
+            7,
+            22,
+            fragment,
+        );
+    }
+}
+
+#[test]
+fn ejection_times_are_10ms_to_an_hour() {
+    let source = format!("{MINIMAL}eject_time = \"1ns\"\n");
+    assert_error(&source, 8, 14, "shorter than the minimum of 10ms");
+    let source = format!("{MINIMAL}eject_time_max = \"365d\"\n");
+    assert_error(&source, 8, 18, "longer than the maximum of 1h");
+}

@@ -164,3 +164,56 @@ fn a_config_without_services_is_rejected_at_line_1() {
     let only_pool = "\n[[pool]]\nname = \"web\"\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
     assert_error(only_pool, 1, 1, "no [[service]] or [[vrrp]] defined");
 }
+
+#[test]
+fn timeouts_no_one_means_are_rejected_at_the_value() {
+    for (line, fragment) in [
+        (
+            "connect_timeout = \"1ns\"",
+            "connect_timeout \"1ns\" is shorter than the minimum of 1ms",
+        ),
+        (
+            "connect_timeout = \"365d\"",
+            "longer than the maximum of 2m",
+        ),
+        (
+            "idle_timeout = \"1ns\"",
+            "shorter than the minimum of 100ms",
+        ),
+        (
+            "idle_timeout = \"365d\"",
+            "longer than the maximum of 7days",
+        ),
+    ] {
+        let column = line.find('"').unwrap() + 1;
+        assert_error(&service_with(line), 5, column, fragment);
+    }
+    let config = parse(
+        &service_with("connect_timeout = \"1ms\"\nidle_timeout = \"7d\""),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.services[0].connect_timeout, Duration::from_millis(1));
+    assert_eq!(
+        config.services[0].idle_timeout,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+}
+
+#[test]
+fn a_service_listens_on_unicast_or_every_address() {
+    for listen in [
+        "224.0.0.1:80",
+        "239.1.2.3:80",
+        "255.255.255.255:80",
+        "[ff02::1]:80",
+    ] {
+        let source = MINIMAL.replace("127.0.0.1:80", listen);
+        assert_error(&source, 3, 10, "TCP listens on unicast addresses");
+    }
+    for listen in ["0.0.0.0:80", "[::]:80"] {
+        let source = MINIMAL.replace("127.0.0.1:80", listen);
+        let config = parse(&source, "t").unwrap();
+        assert!(config.services[0].listen.ip().is_unspecified());
+    }
+}

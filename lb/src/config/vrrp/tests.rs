@@ -337,3 +337,86 @@ fn ipv6_peers_must_be_link_local_and_limits_hold() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn addresses_that_are_no_hosts_are_no_vips() {
+    for (vip, fragment) in [
+        ("255.255.255.255/32", "broadcast address"),
+        ("10.0.0.255/24", "broadcast address of its /24"),
+        ("224.0.0.18", "multicast"),
+        ("0.0.0.0/0", "prefix length"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3/8", "this network"),
+        ("240.0.0.1/24", "reserved"),
+        ("127.0.0.2/8", "loopback"),
+        ("ff02::1/64", "multicast"),
+        ("::/64", "unspecified"),
+    ] {
+        assert_error(
+            &with_vrrp(&format!("{VRRP_BASE}\nvips = [\"{vip}\"]")),
+            12,
+            9,
+            fragment,
+        );
+    }
+    // Neither /31 nor /32 has a broadcast address (RFC 3021).
+    for vip in ["10.0.0.255/32", "10.0.0.255/31", "10.0.0.254/24"] {
+        parse(&with_vrrp(&format!("{VRRP_BASE}\nvips = [\"{vip}\"]")), "t")
+            .unwrap_or_else(|e| panic!("{vip}: {e}"));
+    }
+}
+
+#[test]
+fn a_vip_belongs_to_one_instance() {
+    let one = format!("{VRRP_BASE}\nvips = [\"10.0.0.100/24\"]");
+    let source = format!(
+        "{MINIMAL}[[vrrp]]\n{one}\n[[vrrp]]\nname = \"back\"\ninterface = \"eth1\"\nvrid = 52\nvips = [\"10.0.0.100/24\"]\n"
+    );
+    assert_error(
+        &source,
+        17,
+        9,
+        "vip 10.0.0.100 is already held by vrrp \"front\" (line 12)",
+    );
+    let twice = with_vrrp(&format!(
+        "{VRRP_BASE}\nvips = [\"10.0.0.100/24\", \"10.0.0.100/32\"]"
+    ));
+    assert_error(&twice, 12, 26, "listed twice (first at line 12)");
+}
+
+#[test]
+fn peers_and_gateways_are_unicast_hosts() {
+    let vips = "vips = [\"10.0.0.100/24\"]";
+    for (peer, fragment) in [
+        ("224.0.0.18", "leave `peers` out"),
+        ("255.255.255.255", "broadcast"),
+        ("0.0.0.0", "unspecified"),
+    ] {
+        assert_error(
+            &with_vrrp(&format!("{VRRP_BASE}\n{vips}\npeers = [\"{peer}\"]")),
+            13,
+            10,
+            fragment,
+        );
+    }
+    assert_error(
+        &with_vrrp(&format!(
+            "{VRRP_BASE}\n{vips}\ntrack_gateway = {{ addr = \"255.255.255.255\" }}"
+        )),
+        13,
+        26,
+        "broadcast",
+    );
+}
+
+#[test]
+fn notify_programs_hold_no_nul_byte() {
+    assert_error(
+        &with_vrrp(&format!(
+            "{VRRP_BASE}\nvips = [\"10.0.0.100/24\"]\nnotify = {{ master = [\"/bin/x\", \"a\\u0000\"] }}"
+        )),
+        13,
+        21,
+        "NUL",
+    );
+}
