@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use super::temp_dir;
 
@@ -58,19 +57,7 @@ impl Bird {
 
     /// SIGTERM, then waits (bounded) for it to exit; SIGKILL after that.
     pub fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_child(&mut self.child);
     }
 }
 

@@ -429,3 +429,21 @@ pub fn skipped(reason: &str) -> bool {
     eprintln!("SKIPPED: {reason}");
     false
 }
+
+/// Stops a helper program we started (keepalived, BIRD): SIGTERM, then waits up to 5 s for it
+/// to exit, then SIGKILL.
+pub fn stop_child(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
