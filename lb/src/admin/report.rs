@@ -511,6 +511,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         announced.get_or_create(&l).set(i64::from(s.announced));
         withdrawals.get_or_create(&l).inc_by(s.withdrawals);
     }
+    shedding(&mut r, context, &config);
     let reloads = counters(&mut r, "reloads", "Configuration reloads, by result");
     for (result, v) in [
         ("ok", &context.reloads.ok),
@@ -526,4 +527,38 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         return "# EOF\n".to_owned();
     }
     text
+}
+
+/// What the node closes or turns away on purpose: admin connections by the admin listeners'
+/// deadlines and caps.
+fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Config) {
+    let accepted = counters(
+        r,
+        "admin_connections",
+        "Connections accepted by the admin listeners",
+    );
+    let shed = counters(
+        r,
+        "admin_connections_shed",
+        "Admin connections closed by the listener: evicted (the oldest waiting one, at a cap), refused (at a cap, every connection busy), head_timeout (no whole request in time)",
+    );
+    let mut endpoints = vec![super::Endpoint::Admin];
+    if config.node.healthz_listen.is_some() {
+        endpoints.push(super::Endpoint::Healthz);
+    }
+    for endpoint in endpoints {
+        let c = context.listeners.counts(endpoint);
+        let listener = endpoint.as_str();
+        accepted
+            .get_or_create(&labels(&[("listener", listener)]))
+            .inc_by(c.accepted.load(Relaxed));
+        for (reason, v) in [
+            ("evicted", &c.evicted),
+            ("refused", &c.refused),
+            ("head_timeout", &c.head_timeouts),
+        ] {
+            let l = labels(&[("listener", listener), ("reason", reason)]);
+            shed.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+    }
 }

@@ -49,6 +49,7 @@ fn full_example_parses_into_the_expected_struct() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            healthz_listen: None,
             realtime_priority: 0,
         },
         services: vec![ServiceConfig {
@@ -144,6 +145,7 @@ fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
         assert_eq!(config.vrrp[0].mode, VrrpMode::Cloud, "{file}");
         assert!(config.vrrp[0].vips.is_empty() && !config.vrrp[0].peers.is_empty());
         assert!(config.node.admin.is_some_and(|a| a.ip().is_unspecified()));
+        assert!(config.node.healthz_listen.is_some_and(|a| a.port() == 9091));
     }
 }
 
@@ -161,6 +163,7 @@ fn omitted_keys_take_their_documented_defaults() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            healthz_listen: None,
             realtime_priority: 0,
         }
     );
