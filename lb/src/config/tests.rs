@@ -60,7 +60,9 @@ fn full_example_parses_into_the_expected_struct() {
             retries: 2,
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
+            first_byte_timeout: Duration::from_secs(30),
             max_conns: 10000,
+            max_conns_per_source: 0,
             proxy_protocol: Some(ProxyProtocol::V2),
             backlog: 4096,
             freebind: true,
@@ -172,6 +174,8 @@ fn omitted_keys_take_their_documented_defaults() {
     assert_eq!(service.retries, 2);
     assert_eq!(service.connect_timeout, Duration::from_secs(3));
     assert_eq!(service.idle_timeout, Duration::from_secs(300));
+    assert_eq!(service.first_byte_timeout, Duration::from_secs(30));
+    assert_eq!(service.max_conns_per_source, 0);
     assert_eq!(service.max_conns, 0);
     assert_eq!(service.proxy_protocol, None);
     assert_eq!(service.backlog, 1024);
