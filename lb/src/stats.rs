@@ -1,7 +1,10 @@
 //! Per-service counters. They live in the [`crate::registry::Registry`] keyed by service name,
 //! so a reload that keeps a service keeps its counts.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -17,6 +20,12 @@ pub struct ServiceStats {
     pub retries: AtomicU64,
     /// Client connections that ended because nothing moved for `idle_timeout`.
     pub idle_timeouts: AtomicU64,
+    /// Client connections closed because no byte moved either way within `first_byte_timeout`.
+    pub first_byte_timeouts: AtomicU64,
+    /// Clients reset at accept: their address already held `max_conns_per_source`.
+    pub rejected_per_source: AtomicU64,
+    /// Open connections per client address, kept while the service has `max_conns_per_source`.
+    pub sources: Sources,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Woken when a connection ends, so an accept loop held at `max_conns` can go on.
@@ -51,5 +60,149 @@ impl ServiceStats {
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
         self.slot_freed.notify_one();
+    }
+}
+
+/// Shards of [`Sources`]: accept loops on different threads seldom wait for each other.
+const SOURCE_SHARDS: usize = 16;
+
+/// Open connections per client address, for `max_conns_per_source`: a map in shards, each
+/// behind its own lock, touched once when a connection opens and once when it closes, and only
+/// by services with the limit. An address leaves the map with its last connection.
+#[derive(Debug)]
+pub struct Sources {
+    shards: [Mutex<HashMap<IpAddr, u32>>; SOURCE_SHARDS],
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Sources {
+    fn shard(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+        let hash = match ip {
+            IpAddr::V4(v4) => xxhash_rust::xxh3::xxh3_64(&v4.octets()),
+            IpAddr::V6(v6) => xxhash_rust::xxh3::xxh3_64(&v6.octets()),
+        };
+        self.shards[(hash % SOURCE_SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more connection from `ip` if it holds fewer than `max`.
+    pub fn try_open(&self, ip: IpAddr, max: u32) -> bool {
+        let mut shard = self.shard(ip);
+        let open = shard.entry(ip).or_insert(0);
+        if *open >= max {
+            if *open == 0 {
+                shard.remove(&ip);
+            }
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// Counts a connection from `ip` closed.
+    pub fn closed(&self, ip: IpAddr) {
+        let mut shard = self.shard(ip);
+        if let Some(open) = shard.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                shard.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections open from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> u32 {
+        self.shard(ip).get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Addresses with a connection open.
+    pub fn addresses(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// One connection counted in [`Sources`]; counted closed when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    stats: Arc<ServiceStats>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    /// Takes a place for a connection from `ip`, if it holds fewer than `max`.
+    pub fn take(stats: &Arc<ServiceStats>, ip: IpAddr, max: u32) -> Option<Self> {
+        stats.sources.try_open(ip, max).then(|| Self {
+            stats: stats.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        self.stats.sources.closed(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn a_source_gets_at_most_its_limit_and_others_are_not_affected() {
+        let stats = Arc::new(ServiceStats::default());
+        let held: Vec<SourceSlot> = (0..3)
+            .map(|_| SourceSlot::take(&stats, ip(1), 3).expect("below the limit"))
+            .collect();
+        assert!(SourceSlot::take(&stats, ip(1), 3).is_none());
+        assert!(SourceSlot::take(&stats, ip(2), 3).is_some());
+        assert_eq!(stats.sources.open_from(ip(1)), 3);
+        drop(held);
+        assert_eq!(stats.sources.open_from(ip(1)), 0);
+        assert_eq!(
+            stats.sources.addresses(),
+            0,
+            "addresses leave with their last connection"
+        );
+        assert!(SourceSlot::take(&stats, ip(1), 3).is_some());
+    }
+
+    #[test]
+    fn a_limit_of_zero_admits_nobody_and_leaves_nothing_behind() {
+        let stats = Arc::new(ServiceStats::default());
+        assert!(SourceSlot::take(&stats, ip(1), 0).is_none());
+        assert_eq!(stats.sources.addresses(), 0);
+    }
+
+    #[test]
+    fn counts_hold_across_threads() {
+        let stats = Arc::new(ServiceStats::default());
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let stats = stats.clone();
+                scope.spawn(move || {
+                    for i in 0..2_000u32 {
+                        let slot = SourceSlot::take(&stats, ip((i % 7) as u8), 1_000);
+                        assert!(slot.is_some());
+                    }
+                });
+            }
+        });
+        assert_eq!(stats.sources.addresses(), 0);
     }
 }

@@ -398,3 +398,97 @@ fn a_draining_node_says_stopping_on_healthz() {
     });
     drop(open);
 }
+
+/// A listener of its own for the load balancer in front: the health path and nothing else,
+/// following the config on reload.
+#[test]
+fn healthz_listen_serves_only_the_health_path_and_moves_on_reload() {
+    let a = Backend::start("a");
+    let ip = IpAddr::V4(loopback_ip());
+    let (listen, admin_addr, healthz, moved) =
+        (free_addr(ip), free_addr(ip), free_addr(ip), free_addr(ip));
+    let config = |healthz: SocketAddr| {
+        admin_config(listen, &backend_list(&[&a]), admin_addr).replace(
+            "admin_token",
+            &format!("healthz_listen = \"{healthz}\"\nadmin_token"),
+        )
+    };
+    let node = Node::start_listening(&config(healthz), listen);
+    node.wait_listening(healthz);
+    assert_eq!(
+        admin(healthz, "GET", "/healthz", false),
+        (200, "primary\n".into())
+    );
+    assert_eq!(admin(healthz, "HEAD", "/healthz", false).0, 200);
+    assert_eq!(admin(healthz, "POST", "/healthz", false).0, 405);
+    for path in ["/status", "/metrics", "/livez"] {
+        assert_eq!(admin(healthz, "GET", path, false).0, 404, "{path}");
+    }
+    assert_eq!(
+        admin(healthz, "POST", "/reload", true).0,
+        404,
+        "no mutation either"
+    );
+    assert_eq!(
+        admin(admin_addr, "GET", "/healthz", false).0,
+        200,
+        "still on the admin port"
+    );
+
+    node.reload(&config(moved));
+    node.wait_listening(moved);
+    assert_eq!(
+        admin(moved, "GET", "/healthz", false),
+        (200, "primary\n".into())
+    );
+    wait_until("the old health listener to close", || {
+        std::net::TcpStream::connect_timeout(&healthz, std::time::Duration::from_millis(200))
+            .is_err()
+    });
+    let (_, metrics) = admin(admin_addr, "GET", "/metrics", false);
+    let samples = parse_metrics(&metrics);
+    assert!(
+        samples[r#"tandem_admin_connections_total{listener="healthz"}"#] >= 8.0,
+        "{metrics}"
+    );
+}
+
+/// A connection that says nothing is closed two seconds after its accept, and a kept-alive
+/// one a second after its last answer: neither holds a place on the admin port for long.
+#[test]
+fn silent_and_idle_kept_alive_admin_connections_are_closed_soon() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let s = setup();
+    let read_until_closed = |stream: &mut std::net::TcpStream| {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut all = Vec::new();
+        let _ = stream.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let start = Instant::now();
+    let mut silent = std::net::TcpStream::connect(s.admin).unwrap();
+    assert_eq!(read_until_closed(&mut silent), "");
+    let silent_for = start.elapsed();
+
+    let mut kept = std::net::TcpStream::connect(s.admin).unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let answered = Instant::now();
+    read_until_closed(&mut kept);
+    let kept_for = answered.elapsed();
+    eprintln!(
+        "silent connection closed after {silent_for:?}, kept-alive one {kept_for:?} after its answer"
+    );
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_millis(3000)).contains(&silent_for),
+        "{silent_for:?}"
+    );
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2000)).contains(&kept_for),
+        "{kept_for:?}"
+    );
+}

@@ -204,12 +204,18 @@ pub struct Service {
     pub balance: String,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Connections closed because no byte moved either way within `first_byte_timeout`.
+    #[serde(default)]
+    pub first_byte_timeouts: u64,
     pub idle_timeouts: u64,
     pub listen: SocketAddr,
     pub name: String,
     pub pool: String,
     /// Clients refused for want of a usable backend.
     pub refused: u64,
+    /// Clients reset at accept: their address held `max_conns_per_source` connections.
+    #[serde(default)]
+    pub rejected_per_source: u64,
     pub retries: u64,
 }
 
@@ -333,11 +339,13 @@ pub(crate) mod tests {
                 balance: "round_robin".into(),
                 bytes_in: 10,
                 bytes_out: 20,
+                first_byte_timeouts: 2,
                 idle_timeouts: 0,
                 listen: "0.0.0.0:8080".parse().unwrap(),
                 name: "svc".into(),
                 pool: "web".into(),
                 refused: 0,
+                rejected_per_source: 3,
                 retries: 0,
             }],
             threads: 1,

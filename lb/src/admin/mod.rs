@@ -12,19 +12,19 @@
 //! `Err`, but boxing it would buy nothing on a path that serves a few requests a second.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 mod client;
 mod command;
 pub mod contract;
 pub mod healthz;
+mod listen;
 mod report;
 mod server;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use healthcheck::monitor::Monitor;
 use http_body_util::{BodyExt, Full, Limited};
@@ -32,15 +32,16 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 use vrrp::instance::Status;
 
 pub use crate::data_plane::UnknownBackend;
 pub use client::{AdminClient, ClientError};
 pub use command::{AdminCommand, Announced, BackendSet, ReloadRejected, Reloaded, Swapped};
+pub use listen::{
+    BODY_TIMEOUT, ConnectionCounts, Endpoint, FIRST_HEAD_SPREAD, FIRST_HEAD_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT, Listeners,
+};
 pub use server::{AdminBindError, AdminServer};
 
 use command::Answer;
@@ -53,11 +54,6 @@ use crate::registry::Registry;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest request head accepted; hyper answers 431 beyond it (its smallest allowed buffer).
 pub const MAX_HEAD: usize = 8 * 1024;
-/// A client that has not sent its request head (or body) by then is dropped.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Admin connections served at once; more wait in the listen backlog. Monitoring, a cloud
-/// health checker and an operator need a handful; this bounds what a flood can take.
-const MAX_CONNECTIONS: usize = 256;
 
 /// Each VRRP instance's status channel, by name (replaced on reload).
 pub type InstanceStatuses = BTreeMap<String, watch::Receiver<Status>>;
@@ -90,53 +86,8 @@ pub struct AdminContext {
     /// Set when the node starts shutting down: `/healthz` then says so, even on a node without
     /// VRRP, so a load balancer in front stops sending new clients.
     pub stopping: std::sync::atomic::AtomicBool,
-}
-
-/// Serves the API on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, context: Arc<AdminContext>, stop: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = tokio::select! {
-            () = stop.cancelled() => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait rather than spin.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let context = context.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(&context, req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .max_buf_size(MAX_HEAD)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                // Malformed requests end here with hyper's own 4xx; nothing to add.
-                _ = connection.as_mut() => {}
-                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-        });
-    }
+    /// The admin listeners' connection counts, and the gate `/status` and `/metrics` pass.
+    pub listeners: Listeners,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -162,7 +113,8 @@ fn typed(body: String, content_type: &'static str) -> Reply {
     reply
 }
 
-async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
+/// Answers one request on `endpoint` (the health listener knows only the health path).
+async fn handle(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Incoming>) -> Reply {
     let (req, body) = req.into_parts();
     // Bodies mean nothing here, but an oversized one is refused whatever the path.
     if let Err(reply) = drain_body(body).await {
@@ -172,25 +124,53 @@ async fn handle(context: &AdminContext, req: Request<Incoming>) -> Reply {
     let path = req.uri.path().to_owned();
     let healthz = context.config.borrow().node.healthz_path.clone();
     let read = method == Method::GET || method == Method::HEAD;
-    match path.as_str() {
-        p if p == healthz => {
-            if !read {
-                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
-            }
-            let verdict = report::healthz(context);
-            let status = if verdict.healthy() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            text(status, verdict.body())
+    if path == healthz {
+        if !read {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
         }
+        let verdict = report::healthz(context);
+        let status = if verdict.healthy() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return text(status, verdict.body());
+    }
+    if endpoint == Endpoint::Healthz {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("this listener serves only {healthz}"),
+        );
+    }
+    let busy = || {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many /status and /metrics requests at once; retry",
+        )
+    };
+    match path.as_str() {
         "/livez" if read => text(StatusCode::OK, "ok"),
-        "/status" if read => typed(report::status_json(context), "application/json"),
-        "/metrics" if read => typed(
-            report::metrics(context),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        "/status" if read => match context
+            .listeners
+            .reports
+            .run(context, report::status_json)
+            .await
+        {
+            Some(body) => typed(body, "application/json"),
+            None => busy(),
+        },
+        "/metrics" if read => match context
+            .listeners
+            .reports
+            .run(context, report::metrics)
+            .await
+        {
+            Some(body) => typed(
+                body,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            None => busy(),
+        },
         "/livez" | "/status" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         "/swap" => mutation(context, &req, AdminCommand::Swap, Answer::Swap).await,
         "/reload" => mutation(context, &req, AdminCommand::Reload, Answer::Reload).await,
@@ -331,7 +311,7 @@ async fn drain_body(body: Incoming) -> Result<(), Reply> {
         ));
     }
     // A body trickled in slowly must not hold the connection for ever.
-    match tokio::time::timeout(HEAD_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(_)) => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,

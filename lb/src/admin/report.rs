@@ -151,11 +151,13 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 balance: s.balance.as_str().to_owned(),
                 bytes_in: stats.bytes_in.load(Relaxed),
                 bytes_out: stats.bytes_out.load(Relaxed),
+                first_byte_timeouts: stats.first_byte_timeouts.load(Relaxed),
                 idle_timeouts: stats.idle_timeouts.load(Relaxed),
                 listen: s.listen,
                 name: s.name.clone(),
                 pool: s.pool.clone(),
                 refused: stats.refused.load(Relaxed),
+                rejected_per_source: stats.rejected_per_source.load(Relaxed),
                 retries: stats.retries.load(Relaxed),
             }
         })
@@ -574,6 +576,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         announced.get_or_create(&l).set(i64::from(s.announced));
         withdrawals.get_or_create(&l).inc_by(s.withdrawals);
     }
+    shedding(&mut r, context, &config);
     let reloads = counters(&mut r, "reloads", "Configuration reloads, by result");
     for (result, v) in [
         ("ok", &context.reloads.ok),
@@ -589,6 +592,64 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         return "# EOF\n".to_owned();
     }
     text
+}
+
+/// What the node closes or turns away on purpose: data-plane clients by a timeout or a limit,
+/// admin connections by the admin listeners' deadlines and caps.
+fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Config) {
+    let timeouts = counters(
+        r,
+        "service_timeouts",
+        "Client connections closed by a timeout: idle (nothing moved for idle_timeout) or first_byte (no byte either way within first_byte_timeout)",
+    );
+    let rejected = counters(
+        r,
+        "service_rejected",
+        "Clients reset at accept by a limit: max_conns_per_source",
+    );
+    for s in &config.services {
+        let st = context.registry.service(&s.name);
+        for (reason, v) in [
+            ("idle", &st.idle_timeouts),
+            ("first_byte", &st.first_byte_timeouts),
+        ] {
+            let l = labels(&[("service", &s.name), ("reason", reason)]);
+            timeouts.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+        let l = labels(&[("service", &s.name), ("reason", "max_conns_per_source")]);
+        rejected
+            .get_or_create(&l)
+            .inc_by(st.rejected_per_source.load(Relaxed));
+    }
+    let accepted = counters(
+        r,
+        "admin_connections",
+        "Connections accepted by the admin listeners",
+    );
+    let shed = counters(
+        r,
+        "admin_connections_shed",
+        "Admin connections closed by the listener: evicted (the oldest waiting one, at a cap), refused (at a cap, every connection busy), head_timeout (no whole request in time)",
+    );
+    let mut endpoints = vec![super::Endpoint::Admin];
+    if config.node.healthz_listen.is_some() {
+        endpoints.push(super::Endpoint::Healthz);
+    }
+    for endpoint in endpoints {
+        let c = context.listeners.counts(endpoint);
+        let listener = endpoint.as_str();
+        accepted
+            .get_or_create(&labels(&[("listener", listener)]))
+            .inc_by(c.accepted.load(Relaxed));
+        for (reason, v) in [
+            ("evicted", &c.evicted),
+            ("refused", &c.refused),
+            ("head_timeout", &c.head_timeouts),
+        ] {
+            let l = labels(&[("listener", listener), ("reason", reason)]);
+            shed.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// The path of the health endpoint for load balancers in front (AWS target groups).
     /// Default "/healthz".
     pub healthz_path: String,
+    /// A listener of its own that serves only `healthz_path`, for a load balancer in front;
+    /// `None` (default): the health path is served on the admin address only.
+    pub healthz_listen: Option<SocketAddr>,
     /// Real-time priority (SCHED_RR, 1..=99) for the VRRP election thread; 0 (default): normal
     /// scheduling. keepalived's `vrrp_rt_priority`.
     pub realtime_priority: u8,
@@ -177,6 +180,7 @@ pub(crate) struct RawNode {
     pub admin_token: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
     pub healthz_path: Option<Spanned<String>>,
+    pub healthz_listen: Option<Spanned<String>>,
     pub realtime_priority: Option<Spanned<i64>>,
     pub lock_memory: Option<bool>,
 }
@@ -192,6 +196,7 @@ impl Validator<'_> {
             admin_token: None,
             admin_token_file: None,
             healthz_path: None,
+            healthz_listen: None,
             realtime_priority: None,
             lock_memory: None,
         });
@@ -288,6 +293,20 @@ impl Validator<'_> {
                 path.clone()
             }
         };
+        let healthz_listen = match &raw.healthz_listen {
+            None => None,
+            Some(a) if a.get_ref().trim().is_empty() => None,
+            Some(a) => self.addr("healthz_listen address", a).filter(|listen| {
+                let same = admin == Some(*listen);
+                if same {
+                    let message = format!(
+                        "healthz_listen {listen} is the admin address; give it an address of its own or leave it out"
+                    );
+                    self.error(a.span(), message);
+                }
+                !same
+            }),
+        };
         let realtime_priority = self.int("realtime_priority", &raw.realtime_priority, 0..=99, 0);
         NodeConfig {
             name,
@@ -297,6 +316,7 @@ impl Validator<'_> {
             admin,
             admin_token,
             healthz_path,
+            healthz_listen,
             realtime_priority,
             lock_memory: raw.lock_memory.unwrap_or(false),
         }

@@ -19,6 +19,7 @@ use super::{Config, PoolConfig};
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_BACKLOG: u32 = 1024;
 const MAX_RETRIES: i64 = 16;
 
@@ -38,8 +39,16 @@ pub struct ServiceConfig {
     pub connect_timeout: Duration,
     /// Default 300s, never zero.
     pub idle_timeout: Duration,
+    /// A connection on which no byte has moved either way this long after it reached its
+    /// backend is closed (a client that connects and says nothing, to a backend that waits for
+    /// it). Default 30s; zero: off. Protocols where the server speaks first are unaffected:
+    /// its greeting is a byte moved.
+    pub first_byte_timeout: Duration,
     /// 0 = unlimited (default).
     pub max_conns: u32,
+    /// Client connections one source address may hold open at once; a client over it is
+    /// reset at accept. 0 = unlimited (default).
+    pub max_conns_per_source: u32,
     /// PROXY protocol header sent to backends; `None` sends none.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Listen backlog, 1..=65535. Default 1024.
@@ -111,7 +120,9 @@ pub(crate) struct RawService {
     pub retries: Option<Spanned<i64>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub first_byte_timeout: Option<Spanned<String>>,
     pub max_conns: Option<Spanned<i64>>,
+    pub max_conns_per_source: Option<Spanned<i64>>,
     pub proxy_protocol: Option<Spanned<ProxyProtocol>>,
     pub backlog: Option<Spanned<i64>>,
     pub freebind: Option<Spanned<bool>>,
@@ -179,7 +190,19 @@ impl Validator<'_> {
                 DEFAULT_IDLE_TIMEOUT,
                 true,
             ),
+            first_byte_timeout: self.duration(
+                "first_byte_timeout",
+                &raw.first_byte_timeout,
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+                false,
+            ),
             max_conns: self.int("max_conns", &raw.max_conns, 0..=u32::MAX.into(), 0),
+            max_conns_per_source: self.int(
+                "max_conns_per_source",
+                &raw.max_conns_per_source,
+                0..=u32::MAX.into(),
+                0,
+            ),
             proxy_protocol: raw.proxy_protocol.as_ref().map(|p| *p.get_ref()),
             backlog: self.int("backlog", &raw.backlog, 1..=65535, DEFAULT_BACKLOG),
             freebind: raw.freebind.as_ref().is_some_and(|f| *f.get_ref()),

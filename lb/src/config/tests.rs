@@ -49,6 +49,7 @@ fn full_example_parses_into_the_expected_struct() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            healthz_listen: None,
             realtime_priority: 0,
             lock_memory: false,
         },
@@ -60,7 +61,9 @@ fn full_example_parses_into_the_expected_struct() {
             retries: 2,
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
+            first_byte_timeout: Duration::from_secs(30),
             max_conns: 10000,
+            max_conns_per_source: 0,
             proxy_protocol: Some(ProxyProtocol::V2),
             backlog: 4096,
             freebind: true,
@@ -152,6 +155,7 @@ fn the_shipped_cloud_pair_configs_are_valid_and_move_no_address() {
         assert_eq!(config.vrrp[0].mode, VrrpMode::Cloud, "{file}");
         assert!(config.vrrp[0].vips.is_empty() && !config.vrrp[0].peers.is_empty());
         assert!(config.node.admin.is_some_and(|a| a.ip().is_unspecified()));
+        assert!(config.node.healthz_listen.is_some_and(|a| a.port() == 9091));
     }
 }
 
@@ -169,6 +173,7 @@ fn omitted_keys_take_their_documented_defaults() {
             admin: Some(addr("127.0.0.1:9090")),
             admin_token: None,
             healthz_path: "/healthz".into(),
+            healthz_listen: None,
             realtime_priority: 0,
             lock_memory: false,
         }
@@ -178,6 +183,8 @@ fn omitted_keys_take_their_documented_defaults() {
     assert_eq!(service.retries, 2);
     assert_eq!(service.connect_timeout, Duration::from_secs(3));
     assert_eq!(service.idle_timeout, Duration::from_secs(300));
+    assert_eq!(service.first_byte_timeout, Duration::from_secs(30));
+    assert_eq!(service.max_conns_per_source, 0);
     assert_eq!(service.max_conns, 0);
     assert_eq!(service.proxy_protocol, None);
     assert_eq!(service.backlog, 1024);

@@ -76,6 +76,9 @@ pub(crate) fn duration_limits(key: &str) -> (Duration, Duration, &'static str) {
         // has given up the SYN on its own (tcp_syn_retries 6 = 127 s).
         "connect_timeout" => (MS, 2 * MIN, "the kernel gives up a connect after about 2m"),
         "idle_timeout" => (100 * MS, 7 * DAY, "an idle connection kept for a week"),
+        // A client gets its first byte through in well under a second; an hour of silence
+        // before it is a held slot, which is what the key is there to prevent.
+        "first_byte_timeout" => (100 * MS, HOUR, "a silent client held for more than an hour"),
         // A probe every millisecond per backend is load, not a health check; one an hour
         // finds nothing in time.
         "interval" => (10 * MS, HOUR, "a check that runs less than hourly"),

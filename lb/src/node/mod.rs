@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::admin::{AdminBindError, AdminContext, AdminServer, InstanceStatuses, ReloadCounts};
+use crate::admin::{
+    AdminBindError, AdminContext, AdminServer, Endpoint, InstanceStatuses, ReloadCounts,
+};
 use crate::anycast::{AnnouncementStatuses, Announcements};
 use crate::applications::{self, AppStatuses};
 use crate::config::{Config, ConfigErrors};
@@ -146,8 +148,23 @@ pub async fn serve(
         reloads: reloads.clone(),
         data_threads: threads_io,
         stopping: AtomicBool::new(false),
+        listeners: Default::default(),
     });
-    let admin = AdminServer::start(data_plane.config().node.admin, context.clone()).await?;
+    let node_config = &data_plane.config().node;
+    let admin = AdminServer::start(node_config.admin, Endpoint::Admin, context.clone()).await?;
+    let healthz = match AdminServer::start(
+        node_config.healthz_listen,
+        Endpoint::Healthz,
+        context.clone(),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            admin.stop();
+            return Err(e.into());
+        }
+    };
     vrrp::instance::set_election_priority(data_plane.config().node.realtime_priority);
     let config = data_plane.config();
     let failures = applications::failures(&config.apps, &apps);
@@ -155,6 +172,7 @@ pub async fn serve(
         Ok(f) => f,
         Err(e) => {
             admin.stop();
+            healthz.stop();
             apps.stop(|_| true).await;
             return Err(e.into());
         }
@@ -176,6 +194,7 @@ pub async fn serve(
         anycast_statuses,
         token,
         admin,
+        healthz,
         context,
         reloads,
     };
@@ -183,6 +202,7 @@ pub async fn serve(
     let config = node.data_plane.config();
     tracing::info!(config = %config_path.display(), threads = config.node.threads,
         io = data_threads.io().as_str(), admin = ?config.node.admin,
+        healthz_listen = ?config.node.healthz_listen,
         "{}; listening on {}", config.summary(), listen_list(config));
     sd_notify::notify("READY=1");
 
@@ -236,6 +256,7 @@ pub async fn serve(
     data_threads.stop();
     node.apps.stop(|_| true).await;
     node.admin.stop();
+    node.healthz.stop();
     if left > 0 {
         tracing::warn!(
             left,
@@ -264,6 +285,8 @@ struct Node {
     anycast_statuses: watch::Sender<AnnouncementStatuses>,
     token: watch::Sender<Option<String>>,
     admin: AdminServer,
+    /// The health listener (`[node] healthz_listen`), if any.
+    healthz: AdminServer,
     context: Arc<AdminContext>,
     reloads: Arc<ReloadCounts>,
 }

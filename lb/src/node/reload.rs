@@ -1,11 +1,13 @@
 //! One reload: re-read the config file and commit all of it (data plane, health checks,
-//! applications, failover instances, announcements, the admin token and address), or, when the file or a bind is bad,
+//! applications, failover instances, announcements, the admin token and the admin and health
+//! listeners' addresses), or, when the file or a bind is bad,
 //! none of the data plane, leaving the node serving what it served.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Node;
-use crate::admin::{AdminServer, ReloadRejected, Reloaded};
+use crate::admin::{AdminBindError, AdminServer, Endpoint, ReloadRejected, Reloaded};
 use crate::applications;
 use crate::config::{self, Config};
 use crate::sd_notify;
@@ -63,28 +65,45 @@ impl Node {
         self.anycast.apply(&config.anycast).await;
         let _ = self.anycast_statuses.send(self.anycast.statuses());
         let _ = self.token.send(token);
-        let admin = self.data_plane.config().node.admin;
-        if admin != self.admin.addr {
-            match AdminServer::start(admin, self.context.clone()).await {
-                Ok(server) => {
-                    // The old server may be answering this very reload: give its replies a
-                    // moment to leave before it stops.
-                    let old = std::mem::replace(&mut self.admin, server);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        old.stop();
-                    });
-                }
-                Err(e) => {
-                    tracing::error!("{e}; the admin API stays where it was");
-                    notes.push(e.to_string());
-                }
+        let node = self.data_plane.config().node.clone();
+        for (endpoint, addr) in [
+            (Endpoint::Admin, node.admin),
+            (Endpoint::Healthz, node.healthz_listen),
+        ] {
+            if let Err(e) = self.move_listener(endpoint, addr).await {
+                tracing::error!("{e}; the {} listener stays where it was", endpoint.as_str());
+                notes.push(e.to_string());
             }
         }
         Ok(Reloaded {
             summary: summary.to_string(),
             notes,
         })
+    }
+
+    /// Starts `endpoint` on `addr` when that is not where it listens, then stops the old one.
+    async fn move_listener(
+        &mut self,
+        endpoint: Endpoint,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), AdminBindError> {
+        let context = self.context.clone();
+        let running = match endpoint {
+            Endpoint::Admin => &mut self.admin,
+            Endpoint::Healthz => &mut self.healthz,
+        };
+        if addr == running.addr {
+            return Ok(());
+        }
+        let server = AdminServer::start(addr, endpoint, context).await?;
+        // The old server may be answering this very reload: give its replies a moment to
+        // leave before it stops.
+        let old = std::mem::replace(running, server);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            old.stop();
+        });
+        Ok(())
     }
 }
 

@@ -24,8 +24,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use super::connect::is_local_exhaustion;
+use super::relay::reset_on_close;
 use super::session;
 use crate::generation::ServiceGeneration;
+use crate::stats::SourceSlot;
 
 /// Binds a listening socket the way a load balancer needs it.
 ///
@@ -166,6 +168,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While held at `max_conns`, look at the (possibly reloaded) limit again this often.
 const LIMIT_RECHECK: Duration = Duration::from_secs(1);
+/// How often at most an accept loop logs the clients it reset for `max_conns_per_source`.
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts one queued client, non-blocking and close-on-exec in the same call. The socket
 /// is handed over unregistered: the session's transport decides whether it joins epoll.
@@ -198,6 +202,7 @@ async fn accept_loop(
     tokio::pin!(stopped);
     let mut backoff = MIN_BACKOFF;
     let mut other_errors = 0u64;
+    let mut rejections = Rejections::default();
     let listen = generation.load().config.listen;
     loop {
         let accepted = tokio::select! {
@@ -209,9 +214,14 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
                 other_errors = 0;
+                // Before `max_conns`: a client turned away must not wait for a slot first.
+                let Ok(source) = source_slot(&generation.load(), &stream, peer, &mut rejections)
+                else {
+                    continue;
+                };
                 // Loaded once a slot is free: a reload while we waited applies to this client.
                 let service = take_slot(&generation, stopped.as_mut()).await;
-                sessions.spawn(session::serve(stream, peer, service));
+                sessions.spawn(session::serve(stream, peer, service, source));
             }
             Err(e) if is_local_exhaustion(&e) => {
                 // Out of descriptors: the pending connection stays queued and accept would
@@ -241,6 +251,50 @@ async fn accept_loop(
         }
     }
     serve_queued(listener, &generation, &sessions);
+}
+
+/// Clients reset for `max_conns_per_source` since the accept loop last logged them.
+#[derive(Default)]
+struct Rejections {
+    since_logged: u64,
+    logged: Option<tokio::time::Instant>,
+}
+
+/// With `max_conns_per_source`, a place for the client's address: `Ok(None)` without the
+/// limit, `Err` (the client reset, counted and, at most every 10 s, logged) when its address
+/// holds its limit already. Refused at once, like HAProxy's `tcp-request connection reject`: a
+/// client held in the backlog instead would hold up everyone queued behind it.
+fn source_slot(
+    service: &ServiceGeneration,
+    client: &Socket,
+    peer: SocketAddr,
+    rejections: &mut Rejections,
+) -> Result<Option<SourceSlot>, ()> {
+    let max = service.config.max_conns_per_source;
+    if max == 0 {
+        return Ok(None);
+    }
+    if let Some(slot) = SourceSlot::take(&service.stats, peer.ip(), max) {
+        return Ok(Some(slot));
+    }
+    service
+        .stats
+        .rejected_per_source
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    reset_on_close(client);
+    rejections.since_logged += 1;
+    let now = tokio::time::Instant::now();
+    if rejections
+        .logged
+        .is_none_or(|at| now.duration_since(at) >= REJECT_LOG_EVERY)
+    {
+        tracing::warn!(service = %service.config.name, client = %peer,
+            max_conns_per_source = max, clients = rejections.since_logged,
+            "clients reset: their address holds max_conns_per_source connections (logged at most once per 10 s per thread)");
+        rejections.since_logged = 0;
+        rejections.logged = Some(now);
+    }
+    Err(())
 }
 
 /// Holds an accepted client until its service is below `max_conns`, then counts it open and
@@ -281,7 +335,7 @@ fn serve_queued(
     let mut served = 0usize;
     while let Ok((socket, peer)) = accept(&listener) {
         service.stats.connection_opened();
-        sessions.spawn(session::serve(socket, peer, service.clone()));
+        sessions.spawn(session::serve(socket, peer, service.clone(), None));
         served += 1;
     }
     tracing::info!(listen = %service.config.listen, queued_served = served, "listener closed");

@@ -58,6 +58,37 @@ pub struct Meters<'a> {
     pub backend_to_client: [&'a AtomicU64; 2],
 }
 
+/// How long a relay lets a connection sit quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Nothing moved either way for this long: the relay ends ([`End::Idle`]).
+    pub idle: Duration,
+    /// Nothing moved at all, either way, this long after the relay started: it ends
+    /// ([`End::NoFirstByte`]). Zero: off. A server that speaks first moves a byte with its
+    /// greeting, so only a client that waits for nothing and sends nothing meets it.
+    pub first_byte: Duration,
+}
+
+impl Timeouts {
+    /// The quiet time allowed now: until a first byte moved, the shorter of the two.
+    pub(crate) fn allowed(&self, moved_any: bool) -> Duration {
+        if moved_any || self.first_byte.is_zero() {
+            self.idle
+        } else {
+            self.first_byte.min(self.idle)
+        }
+    }
+
+    /// Why a relay that stayed quiet for [`Self::allowed`] ends.
+    pub(crate) fn expired(&self, moved_any: bool) -> End {
+        if moved_any || self.first_byte.is_zero() || self.first_byte >= self.idle {
+            End::Idle
+        } else {
+            End::NoFirstByte
+        }
+    }
+}
+
 /// Why a relay ended.
 #[derive(Debug)]
 pub enum End {
@@ -65,6 +96,8 @@ pub enum End {
     Finished,
     /// Nothing moved in either direction for the idle timeout.
     Idle,
+    /// No byte moved in either direction within the first-byte timeout.
+    NoFirstByte,
     /// A socket failed (typically a reset from one peer).
     Failed(io::Error),
 }
@@ -77,19 +110,21 @@ pub struct Outcome {
     pub backend_to_client: u64,
 }
 
-/// Relays until both directions finish, one fails, or nothing moves for `idle_timeout`.
-/// With `splice`, a direction that carries a bulk stream moves it with splice(2).
+/// Relays until both directions finish, one fails, or nothing moves for as long as
+/// `timeouts` allow. With `splice`, a direction that carries a bulk stream moves it with
+/// splice(2).
 pub async fn relay(
     client: &mut TcpStream,
     backend: &mut TcpStream,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     splice: bool,
     meters: Meters<'_>,
 ) -> Outcome {
     let mut up = Half::new(splice); // client -> backend
     let mut down = Half::new(splice); // backend -> client
     let mut last_activity = Instant::now();
-    let idle = tokio::time::sleep_until(deadline(last_activity, idle_timeout));
+    let mut moved_any = false;
+    let idle = tokio::time::sleep_until(deadline(last_activity, timeouts.allowed(false)));
     tokio::pin!(idle);
 
     let end = poll_fn(|cx| {
@@ -119,9 +154,15 @@ pub async fn relay(
         }
         if moved {
             last_activity = Instant::now();
+            moved_any = true;
         }
-        if idle_for(idle.as_mut(), cx, last_activity, idle_timeout) {
-            return Poll::Ready(End::Idle);
+        if idle_for(
+            idle.as_mut(),
+            cx,
+            last_activity,
+            timeouts.allowed(moved_any),
+        ) {
+            return Poll::Ready(timeouts.expired(moved_any));
         }
         Poll::Pending
     })
@@ -360,6 +401,37 @@ fn count(total: &mut u64, n: usize, moved: &mut bool, meters: [&AtomicU64; 2]) {
         *total += n as u64;
         for m in meters {
             m.fetch_add(n as u64, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn until_a_byte_moves_the_first_byte_timeout_rules() {
+        let t = Timeouts {
+            idle: IDLE,
+            first_byte: Duration::from_secs(30),
+        };
+        assert_eq!(t.allowed(false), Duration::from_secs(30));
+        assert!(matches!(t.expired(false), End::NoFirstByte));
+        assert_eq!(t.allowed(true), IDLE);
+        assert!(matches!(t.expired(true), End::Idle));
+    }
+
+    #[test]
+    fn a_first_byte_timeout_of_zero_or_beyond_the_idle_one_changes_nothing() {
+        for first_byte in [Duration::ZERO, IDLE, IDLE * 2] {
+            let t = Timeouts {
+                idle: IDLE,
+                first_byte,
+            };
+            assert_eq!(t.allowed(false), IDLE, "{first_byte:?}");
+            assert!(matches!(t.expired(false), End::Idle), "{first_byte:?}");
         }
     }
 }

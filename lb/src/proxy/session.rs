@@ -10,25 +10,38 @@ use socket2::Socket;
 
 use super::connect::{NoBackend, connect_any};
 use super::proxy_protocol;
-use super::relay::{End, Meters, reset_on_close};
+use super::relay::{End, Meters, Timeouts, reset_on_close};
 use super::transport::{Epoll, Transport};
 use super::uring::Uring;
 use crate::generation::ServiceGeneration;
+use crate::stats::SourceSlot;
 
 /// Serves one accepted client with the service generation current at accept time, on the
 /// thread's io_uring when it has one, else on epoll.
 ///
-/// The accept loop has already counted the connection as open (it took a `max_conns` slot),
-/// so that the limit holds even before this task first runs; it is counted closed here.
-pub async fn serve(client: Socket, peer: SocketAddr, service: Arc<ServiceGeneration>) {
+/// The accept loop has already counted the connection as open (it took a `max_conns` slot,
+/// and with `max_conns_per_source` a place for the client's address: `source`), so that the
+/// limits hold even before this task first runs; it is counted closed here.
+pub async fn serve(
+    client: Socket,
+    peer: SocketAddr,
+    service: Arc<ServiceGeneration>,
+    source: Option<SourceSlot>,
+) {
     if syscall::uring::installed() {
-        serve_on::<Uring>(client, peer, service).await
+        serve_on::<Uring>(client, peer, service, source).await
     } else {
-        serve_on::<Epoll>(client, peer, service).await
+        serve_on::<Epoll>(client, peer, service, source).await
     }
 }
 
-async fn serve_on<T: Transport>(client: Socket, peer: SocketAddr, service: Arc<ServiceGeneration>) {
+async fn serve_on<T: Transport>(
+    client: Socket,
+    peer: SocketAddr,
+    service: Arc<ServiceGeneration>,
+    source: Option<SourceSlot>,
+) {
+    let _source = source;
     let stats = &service.stats;
     let _closed = OnDrop(|| stats.connection_closed());
     // TCP_NODELAY is inherited from the listening socket (see `listener::bind`).
@@ -77,13 +90,21 @@ async fn serve_on<T: Transport>(client: Socket, peer: SocketAddr, service: Arc<S
         client_to_backend: [&stats.bytes_in, &backend.state.bytes_in],
         backend_to_client: [&stats.bytes_out, &backend.state.bytes_out],
     };
-    let idle_timeout = service.config.idle_timeout;
-    let outcome = T::relay(&mut client.0, &mut upstream.0, idle_timeout, meters).await;
+    let timeouts = Timeouts {
+        idle: service.config.idle_timeout,
+        first_byte: service.config.first_byte_timeout,
+    };
+    let outcome = T::relay(&mut client.0, &mut upstream.0, timeouts, meters).await;
     match outcome.end {
         End::Finished => {}
         End::Idle => {
             stats.idle_timeouts.fetch_add(1, Relaxed);
             tracing::debug!(service = %service.config.name, client = %peer, "idle timeout");
+        }
+        End::NoFirstByte => {
+            stats.first_byte_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(service = %service.config.name, client = %peer,
+                "no byte either way within first_byte_timeout: closed");
         }
         End::Failed(e) => {
             tracing::debug!(service = %service.config.name, client = %peer,

@@ -12,7 +12,7 @@ use socket2::Socket;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::relay::{Meters, Outcome, relay};
+use super::relay::{Meters, Outcome, Timeouts, relay};
 
 pub trait Transport {
     /// A connected socket in this transport's hands.
@@ -39,7 +39,7 @@ pub trait Transport {
     fn relay<'a>(
         client: &'a mut Self::Stream,
         backend: &'a mut Self::Stream,
-        idle_timeout: Duration,
+        timeouts: Timeouts,
         meters: Meters<'a>,
     ) -> impl Future<Output = Outcome> + Send + 'a;
 }
@@ -69,9 +69,9 @@ impl Transport for Epoll {
     fn relay<'a>(
         client: &'a mut TcpStream,
         backend: &'a mut TcpStream,
-        idle_timeout: Duration,
+        timeouts: Timeouts,
         meters: Meters<'a>,
     ) -> impl Future<Output = Outcome> + Send + 'a {
-        relay(client, backend, idle_timeout, true, meters)
+        relay(client, backend, timeouts, true, meters)
     }
 }

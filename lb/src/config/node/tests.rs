@@ -214,6 +214,29 @@ fn drain_timeout_is_at_most_an_hour() {
 }
 
 #[test]
+fn healthz_listen_is_an_address_of_its_own() {
+    let listen = |line: &str| parse(&node_with(line), "t").unwrap().node.healthz_listen;
+    assert_eq!(listen(""), None, "off unless asked for");
+    assert_eq!(
+        listen("healthz_listen = \"10.0.0.1:8080\""),
+        Some(addr("10.0.0.1:8080"))
+    );
+    assert_eq!(listen("healthz_listen = \"\""), None);
+    assert_error(
+        &node_with("healthz_listen = \"10.0.0.1\""),
+        2,
+        18,
+        "invalid healthz_listen address",
+    );
+    assert_error(
+        &node_with("admin = \"10.0.0.1:9090\"\nhealthz_listen = \"10.0.0.1:9090\""),
+        3,
+        18,
+        "is the admin address",
+    );
+}
+
+#[test]
 fn admin_keys_parse_and_bad_ones_are_located() {
     let config = parse(&node_with("admin = \"\""), "t").unwrap();
     assert_eq!(

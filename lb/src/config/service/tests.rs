@@ -118,6 +118,34 @@ fn durations_accept_human_units() {
 }
 
 #[test]
+fn idle_clients_are_bounded_by_default_and_limits_parse() {
+    let service = |extra: &str| parse(&service_with(extra), "t").unwrap().services[0].clone();
+    let default = service("");
+    assert_eq!(default.first_byte_timeout, Duration::from_secs(30));
+    assert_eq!(default.max_conns_per_source, 0, "no per-source limit");
+    let set = service("first_byte_timeout = \"5s\"\nmax_conns_per_source = 20");
+    assert_eq!(set.first_byte_timeout, Duration::from_secs(5));
+    assert_eq!(set.max_conns_per_source, 20);
+    assert_eq!(
+        service("first_byte_timeout = \"0s\"").first_byte_timeout,
+        Duration::ZERO,
+        "zero turns it off"
+    );
+    assert_error(
+        &service_with("first_byte_timeout = \"soon\""),
+        5,
+        22,
+        "invalid first_byte_timeout",
+    );
+    assert_error(
+        &service_with("max_conns_per_source = -1"),
+        5,
+        24,
+        "max_conns_per_source must be between 0 and",
+    );
+}
+
+#[test]
 fn retries_above_16_is_rejected() {
     assert_error(
         &service_with("retries = 17"),

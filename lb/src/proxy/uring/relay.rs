@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use syscall::uring::{self, BUF_SIZE, Received, RingStream};
 
 use crate::proxy::relay::{
-    End, Meters, Outcome, deadline, give_back_buffer, idle_for, pass_abort_on, take_buffer,
+    End, Meters, Outcome, Timeouts, deadline, give_back_buffer, idle_for, pass_abort_on,
+    take_buffer,
 };
 use crate::proxy::splice::Pipe;
 
@@ -40,11 +41,12 @@ struct Direction {
     done: AtomicBool,
 }
 
-/// Relays until both directions finish, one fails, or nothing moves for `idle_timeout`.
+/// Relays until both directions finish, one fails, or nothing moves for as long as
+/// `timeouts` allow.
 pub async fn relay(
     client: &RingStream,
     backend: &RingStream,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     meters: Meters<'_>,
 ) -> Outcome {
     let up = Direction::default(); // client -> backend
@@ -67,9 +69,10 @@ pub async fn relay(
         meters.backend_to_client
     ));
     let mut last_activity = Instant::now();
+    let mut moved_any = false;
     let mut idle = pin!(tokio::time::sleep_until(deadline(
         last_activity,
-        idle_timeout
+        timeouts.allowed(false)
     )));
     let (mut up_over, mut down_over) = (false, false);
 
@@ -91,9 +94,15 @@ pub async fn relay(
         }
         if moved.swap(false, Relaxed) {
             last_activity = Instant::now();
+            moved_any = true;
         }
-        if idle_for(idle.as_mut(), cx, last_activity, idle_timeout) {
-            return Poll::Ready(End::Idle);
+        if idle_for(
+            idle.as_mut(),
+            cx,
+            last_activity,
+            timeouts.allowed(moved_any),
+        ) {
+            return Poll::Ready(timeouts.expired(moved_any));
         }
         Poll::Pending
     })

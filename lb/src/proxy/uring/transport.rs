@@ -12,7 +12,7 @@ use socket2::{SockRef, Socket};
 
 use syscall::uring::{self, RingStream};
 
-use crate::proxy::relay::{Meters, Outcome};
+use crate::proxy::relay::{Meters, Outcome, Timeouts};
 use crate::proxy::transport::Transport;
 
 pub struct Uring;
@@ -51,9 +51,9 @@ impl Transport for Uring {
     fn relay<'a>(
         client: &'a mut RingStream,
         backend: &'a mut RingStream,
-        idle_timeout: Duration,
+        timeouts: Timeouts,
         meters: Meters<'a>,
     ) -> impl Future<Output = Outcome> + Send + 'a {
-        super::relay::relay(client, backend, idle_timeout, meters)
+        super::relay::relay(client, backend, timeouts, meters)
     }
 }
