@@ -33,6 +33,14 @@
 //!   its master by when the adverts came, not by when it got round to reading them. A backup
 //!   whose Master_Down_Timer ran out before a waiting advert of its master arrived keeps that
 //!   master (margin zero) rather than flap.
+//! - **Held-up grace**: a backup whose Master_Down_Timer (started by its master's advert) is
+//!   served late, by more than a quarter of Master_Adver_Interval, was not listening for that
+//!   long: it listens as long again (at most one Master_Down_Interval) before taking over,
+//!   once per timer. On a machine that stalls every thread at once (a virtual machine whose
+//!   CPUs the host takes away), the master was stalled too and sends its overdue advert as soon
+//!   as it runs; without the grace the backup, scheduled first, took over and gave the role
+//!   back milliseconds later. A backup served on time takes over on time; one held up while its
+//!   master died takes over the time it was held up later. See [`Machine::held_up`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -281,6 +289,11 @@ pub struct Machine {
     timer_by_advert: bool,
     /// The Master_Down margin of the input last handled ([`Machine::master_down_margin`]).
     margin: Option<Duration>,
+    /// The current Master_Down_Timer is a held-up grace: it will not be extended again.
+    graced: bool,
+    /// How late the input last handled served the Master_Down_Timer, when it granted a
+    /// held-up grace ([`Machine::held_up`]).
+    held_up: Option<Duration>,
 }
 
 impl Machine {
@@ -300,6 +313,8 @@ impl Machine {
             yielded: false,
             timer_by_advert: false,
             margin: None,
+            graced: false,
+            held_up: None,
         };
         machine.effective = machine.compute_effective();
         Ok(machine)
@@ -316,6 +331,7 @@ impl Machine {
     /// allocates nothing per input.
     pub fn handle_into(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
         self.margin = None;
+        self.held_up = None;
         match input {
             Input::Startup => {
                 if self.state == State::Initialize {
@@ -392,6 +408,13 @@ impl Machine {
         self.margin
     }
 
+    /// On a backup, how late the input last handled served the Master_Down_Timer, when the
+    /// machine did not take over for it but granted a held-up grace (see the module docs):
+    /// `Some` once per grace, for the caller to count. `None` after any other input.
+    pub fn held_up(&self) -> Option<Duration> {
+        self.held_up
+    }
+
     /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1; in v2,
     /// RFC 3768 §6.1, the interval is the configured Advertisement_Interval, which is what
     /// Master_Adver_Interval holds there).
@@ -450,6 +473,7 @@ impl Machine {
     fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.timer = Some(now + self.master_down_interval());
         self.timer_by_advert = false;
+        self.graced = false;
         self.lower_since = None;
         self.enter(State::Backup, out);
     }
@@ -478,6 +502,7 @@ impl Machine {
     fn stop_timers(&mut self) {
         self.timer = None;
         self.timer_by_advert = false;
+        self.graced = false;
         self.master = None;
         self.lower_since = None;
         self.yielded = false;
@@ -496,8 +521,19 @@ impl Machine {
                 });
                 self.timer = Some(now + self.config.advert_interval);
             }
-            // §6.4.2 (370)-(410): the Master_Down_Timer fires.
-            State::Backup => self.become_master(now, out),
+            // §6.4.2 (370)-(410): the Master_Down_Timer fires, unless the caller was held up
+            // and owes the master the time it was not listening (module docs).
+            State::Backup => {
+                let held_up = now - deadline;
+                if self.timer_by_advert && !self.graced && held_up > self.master_adver_interval / 4
+                {
+                    self.timer = Some(now + held_up.min(self.master_down_interval()));
+                    self.graced = true;
+                    self.held_up = Some(held_up);
+                } else {
+                    self.become_master(now, out);
+                }
+            }
             State::Initialize | State::Fault => {}
         }
     }
@@ -572,6 +608,7 @@ impl Machine {
             // (430): the master resigns; the best backup (shortest skew) takes over.
             self.timer = Some(now + self.skew_time());
             self.timer_by_advert = false;
+            self.graced = false;
             self.master = None;
             self.lower_since = None;
             return;
@@ -586,15 +623,20 @@ impl Machine {
         if follows {
             // (450)-(460); only v3 learns the interval (v2 already discarded a mismatch).
             if self.timer_by_advert {
-                self.margin = self
-                    .timer
-                    .map(|deadline| deadline.saturating_duration_since(now));
+                // Heard during a held-up grace: past the real deadline.
+                self.margin = if self.graced {
+                    Some(Duration::ZERO)
+                } else {
+                    self.timer
+                        .map(|deadline| deadline.saturating_duration_since(now))
+                };
             }
             if self.config.version == Version::V3 {
                 self.master_adver_interval = interval;
             }
             self.timer = Some(now + self.master_down_interval());
             self.timer_by_advert = true;
+            self.graced = false;
         }
         // else (470): discard, and let the Master_Down_Timer run out.
     }

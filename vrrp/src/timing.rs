@@ -172,6 +172,9 @@ pub struct Timing {
     worst_margin: RecentWorst,
     /// Margins below a quarter of the Master_Down_Interval, since start.
     pub low_margins: u64,
+    /// Master_Down_Timers served so late that the backup granted a held-up grace instead of
+    /// taking over ([`crate::Machine::held_up`]), since start.
+    pub held_up_graces: u64,
 }
 
 impl Default for Timing {
@@ -182,6 +185,7 @@ impl Default for Timing {
             worst_send_lateness: RecentWorst::new(Worse::Longer),
             worst_margin: RecentWorst::new(Worse::Shorter),
             low_margins: 0,
+            held_up_graces: 0,
         }
     }
 }

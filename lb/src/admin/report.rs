@@ -498,6 +498,11 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "vrrp_adverts_dropped",
         "VRRP packets dropped, by reason",
     );
+    let v_held = counters(
+        &mut r,
+        "vrrp_held_up_graces",
+        "As backup: Master_Down_Timers served so late (this node's threads were held up) that it listened as long again before taking over",
+    );
     let mut lateness = Histograms::default();
     let mut margin = Histograms::default();
     for (name, status) in &statuses {
@@ -524,6 +529,7 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         v_trans.get_or_create(&l).inc_by(s.transitions);
         v_sent.get_or_create(&l).inc_by(s.adverts_sent);
         v_recv.get_or_create(&l).inc_by(s.adverts_received);
+        v_held.get_or_create(&l).inc_by(s.timing.held_up_graces);
         for (reason, n) in &s.dropped {
             let l = labels(&[("instance", name), ("reason", reason)]);
             v_drop.get_or_create(&l).inc_by(*n);

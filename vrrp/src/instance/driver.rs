@@ -420,8 +420,12 @@ impl Driver {
         self.actions = actions;
         let (effective, master) = (self.machine.effective_priority(), self.machine.master());
         let master_down_interval = self.machine.master_down_interval();
+        let held_up = self.machine.held_up().is_some();
         self.status.send_if_modified(|s| {
-            let mut changed = s.effective_priority != effective || s.master != master;
+            let mut changed = s.effective_priority != effective || s.master != master || held_up;
+            if held_up {
+                s.timing.held_up_graces += 1;
+            }
             s.effective_priority = effective;
             s.master = master;
             if heard {

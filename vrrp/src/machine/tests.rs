@@ -574,22 +574,107 @@ fn adverts_read_late_but_arrived_in_time_keep_the_master() {
     assert_eq!(m.master(), Some(HIGHER_ADDR));
 }
 
-/// A master that stopped while the caller was held up is taken over as soon as the caller
-/// serves the timer: its last advert counts from when it arrived, not from when it was read.
+/// A master that stopped while the caller was held up is taken over one held-up grace after
+/// the caller serves the timer: its last advert counts from when it arrived, not from when it
+/// was read, and the grace (the time held up, at most a Master_Down_Interval) is the chance a
+/// master stalled with the caller gets to be heard.
 #[test]
-fn a_master_that_stopped_while_adverts_waited_is_taken_over_at_once() {
+fn a_master_that_stopped_while_adverts_waited_is_taken_over_one_grace_later() {
     let t0 = Instant::now();
     let mut m = started(config(100), t0);
     m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
     // Read at t0 + 10 s: the last advert arrived at t0 + 2 s.
     m.handle(t0 + SEC, advert(HIGHER_ADDR, 200, SEC));
     m.handle(t0 + SEC * 2, advert(HIGHER_ADDR, 200, SEC));
-    let due = t0 + SEC * 2 + m.master_down_interval();
+    let mdi = m.master_down_interval();
+    let due = t0 + SEC * 2 + mdi;
     assert_eq!(m.next_timeout(), Some(due));
     let now = t0 + SEC * 10;
     assert!(due < now);
-    m.handle(now, Input::Timeout);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.handle(now, Input::Timeout), []);
+    assert_eq!(m.held_up(), Some(now - due));
+    assert_eq!(
+        m.next_timeout(),
+        Some(now + mdi),
+        "held up longer than the cap"
+    );
+    // Served late again: no second grace.
+    let later = now + mdi + SEC;
+    assert!(
+        m.handle(later, Input::Timeout)
+            .contains(&transition(State::Backup, State::Master))
+    );
+    assert_eq!(m.held_up(), None);
+}
+
+/// A backup whose Master_Down_Timer is served late (its threads were held up, the master's as
+/// well when they share a stalled machine) listens as long again before taking over: the
+/// master's overdue advert, sent as soon as it runs again, keeps it master, with no margin.
+/// Served on time, or late by no more than a quarter of the interval, the timer takes over.
+#[test]
+fn a_backup_served_late_listens_as_long_again_before_taking_over() {
+    let t0 = Instant::now();
+    let mdi = {
+        let mut m = started(config(100), t0);
+        m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+        m.master_down_interval()
+    };
+    for (late, graced) in [
+        (Duration::ZERO, false),
+        (ms(250), false),
+        (ms(251), true),
+        (ms(700), true),
+    ] {
+        let mut m = started(config(100), t0);
+        m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+        let due = t0 + mdi;
+        let served = due + late;
+        let actions = m.handle(served, Input::Timeout);
+        if !graced {
+            assert_eq!(m.state(), State::Master, "late {late:?}");
+            assert_eq!(m.held_up(), None);
+            continue;
+        }
+        assert_eq!(actions, [], "late {late:?}");
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.held_up(), Some(late));
+        assert_eq!(m.next_timeout(), Some(served + late));
+        // The master's overdue advert, within the grace: still the master, margin zero, and
+        // the next timer is an ordinary one again.
+        let heard = served + late / 2;
+        assert_eq!(m.handle(heard, advert(HIGHER_ADDR, 200, SEC)), []);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(HIGHER_ADDR));
+        assert_eq!(m.master_down_margin(), Some(Duration::ZERO));
+        assert_eq!(m.next_timeout(), Some(heard + mdi));
+        // A later timer served late gets its own grace.
+        let served = heard + mdi + late;
+        assert_eq!(m.handle(served, Input::Timeout), []);
+        assert_eq!(m.held_up(), Some(late));
+        // And with no advert in it, the takeover comes at its end.
+        assert!(
+            m.handle(served + late, Input::Timeout)
+                .contains(&transition(State::Backup, State::Master))
+        );
+    }
+}
+
+/// Only a timer the master's advert started is extended: entering Backup, or a master's
+/// priority-0 resignation (Skew_Time), takes over however late the timer is served.
+#[test]
+fn only_a_timer_started_by_the_masters_advert_gets_a_held_up_grace() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    let due = m.next_timeout().unwrap();
+    m.handle(due + SEC, Input::Timeout);
+    assert_eq!(m.state(), State::Master, "no master ever heard");
+
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    m.handle(t0 + SEC, advert(HIGHER_ADDR, 0, SEC));
+    let due = m.next_timeout().unwrap();
+    m.handle(due + SEC, Input::Timeout);
+    assert_eq!(m.state(), State::Master, "the master resigned");
 }
 
 /// An advert of the master that arrived after the Master_Down_Timer ran out, but was waiting
