@@ -361,6 +361,78 @@ fn nodes_announced_by_bgp_share_the_traffic_and_withdraw_when_drained_unhealthy_
     );
 }
 
+/// A node joining behind a router with resilient hashing takes new flows within seconds, and
+/// no connection open through the other nodes breaks: they keep their buckets while they carry
+/// traffic, and only buckets idle for the group's `idle_timer` move to the newcomer. (Plain
+/// ECMP re-spreads about a third of all flows when a third next hop comes, breaking them.)
+#[test]
+fn a_node_joining_behind_resilient_hashing_takes_new_flows_and_breaks_no_open_connection() {
+    const OPEN: usize = 100;
+    let Some(rack) = Rack::new("anycast join") else {
+        return;
+    };
+    rack.wait_next_hops(&[1, 2, 3]);
+    let (code, body) = rack.admin(3, "POST", "/node/drain");
+    assert_eq!(code, 200, "{body}");
+    rack.wait_next_hops(&[1, 2]);
+    let _glue = StopOnDrop(resilient_router(&rack, &[1, 2], Some(1)));
+    let target = SocketAddr::from((VIP, 80));
+    let open: Vec<(String, Client)> = in_netns(&rack.client, move || {
+        (0..OPEN)
+            .map(|_| {
+                let mut c = Client::connect(target).expect("connect");
+                (c.backend_name().expect("served"), c)
+            })
+            .collect()
+    });
+    assert!(
+        open.iter().all(|(name, _)| name == "n1" || name == "n2"),
+        "n3 is withdrawn: {:?}",
+        open.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+
+    let (code, body) = rack.admin(3, "POST", "/node/enable");
+    assert_eq!(code, 200, "{body}");
+    rack.wait_next_hops(&[1, 2, 3]);
+    // The open connections keep talking (a round trip each, every cycle) while new ones are
+    // made, until five new ones have reached n3 (bounded: 20 s).
+    let (new, broken, cycles) = in_netns(&rack.client, move || {
+        let mut open = open;
+        let (mut new, mut broken, mut cycles) = (BTreeMap::<String, usize>::new(), Vec::new(), 0);
+        let start = Instant::now();
+        while new.get("n3").copied().unwrap_or(0) < 5 && start.elapsed() < Duration::from_secs(20) {
+            cycles += 1;
+            open.retain_mut(|(name, c)| {
+                let ok = c.round_trip(b"ping").ok().as_deref() == Some(b"ping".as_slice());
+                if !ok {
+                    broken.push(name.clone());
+                }
+                ok
+            });
+            let name = which_backend_within(target, Duration::from_millis(500))
+                .unwrap_or_else(|e| format!("failed: {e}"));
+            *new.entry(name).or_default() += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (new, broken, cycles)
+    });
+    eprintln!("after the join, {cycles} cycles: new connections {new:?}, broken {broken:?}");
+    assert!(
+        new.get("n3").copied().unwrap_or(0) >= 5,
+        "the joining node took no new flows in 20 s: {new:?}\n{}",
+        rack.logs()
+    );
+    assert!(
+        broken.is_empty(),
+        "open connections broken by the join: {broken:?}\n{}",
+        rack.logs()
+    );
+    assert!(
+        new.keys().all(|k| k.starts_with('n')),
+        "a new connection failed: {new:?}"
+    );
+}
+
 /// What a change to one node costs: until when new connections still fail or reach it, and
 /// how many of the connections open before it break (a round trip fails), on that node and
 /// on the others.
@@ -376,8 +448,15 @@ enum Change {
 
 /// Makes the router forward the service address through a resilient next-hop group that
 /// follows the next hops BIRD installs (polled every 20 ms): what a router with resilient
-/// ECMP hashing does, which BIRD 2.0 cannot program itself. Returns the thread's stop flag.
-fn resilient_router(rack: &Rack) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// ECMP hashing does, which BIRD 2.0 cannot program itself. The group starts over `members`;
+/// with `idle_timer` (seconds), buckets unused that long move to a next hop short of its
+/// share (a joining one); without, only a leaving next hop's buckets move. Returns the
+/// thread's stop flag.
+fn resilient_router(
+    rack: &Rack,
+    members: &[u8],
+    idle_timer: Option<u32>,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let r = rack.router.clone();
     for i in 1..=3u8 {
         let via = rack.lan.addr(i).to_string();
@@ -401,20 +480,29 @@ fn resilient_router(rack: &Rack) -> std::sync::Arc<std::sync::atomic::AtomicBool
             .collect::<Vec<_>>()
             .join("/")
     };
-    ip(&[
-        "-n",
-        &r,
-        "nexthop",
-        "add",
-        "id",
-        "100",
-        "group",
-        "1/2/3",
-        "type",
-        "resilient",
-        "buckets",
-        "128",
-    ]);
+    let timers: Vec<String> = idle_timer
+        .map(|t| vec!["idle_timer".to_owned(), t.to_string()])
+        .unwrap_or_default();
+    let set_group = move |r: &str, verb: &str, members: &[u8]| {
+        let members = group(members);
+        let mut args = vec![
+            "-n",
+            r,
+            "nexthop",
+            verb,
+            "id",
+            "100",
+            "group",
+            &members,
+            "type",
+            "resilient",
+            "buckets",
+            "128",
+        ];
+        args.extend(timers.iter().map(String::as_str));
+        ip(&args);
+    };
+    set_group(&r, "add", members);
     let vip = format!("{VIP}/32");
     // Below BIRD's route (metric 32): this one wins.
     ip(&[
@@ -422,29 +510,17 @@ fn resilient_router(rack: &Rack) -> std::sync::Arc<std::sync::atomic::AtomicBool
     ]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = stop.clone();
+    let members = members.to_vec();
     let addrs: Vec<String> = (1..=3).map(|i| rack.lan.addr(i).to_string()).collect();
     std::thread::spawn(move || {
-        let mut current = vec![1u8, 2, 3];
+        let mut current = members;
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             let bird = ip(&["-n", &r, "route", "show", &vip, "proto", "bird"]);
             let now: Vec<u8> = (1..=3u8)
                 .filter(|&i| bird.contains(&format!("via {} ", addrs[usize::from(i) - 1])))
                 .collect();
             if !now.is_empty() && now != current {
-                ip(&[
-                    "-n",
-                    &r,
-                    "nexthop",
-                    "replace",
-                    "id",
-                    "100",
-                    "group",
-                    &group(&now),
-                    "type",
-                    "resilient",
-                    "buckets",
-                    "128",
-                ]);
+                set_group(&r, "replace", &now);
                 current = now;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -466,7 +542,7 @@ fn bench_what_a_node_change_costs_new_and_open_connections() {
                 return;
             };
             rack.wait_next_hops(&[1, 2, 3]);
-            let _glue = resilient.then(|| StopOnDrop(resilient_router(&rack)));
+            let _glue = resilient.then(|| StopOnDrop(resilient_router(&rack, &[1, 2, 3], None)));
             let target = SocketAddr::from((VIP, 80));
             let client = rack.client.clone();
             let open: Vec<(String, Client)> = in_netns(&client, move || {
