@@ -126,7 +126,7 @@ fn failover_time_tandem_and_keepalived() {
     if !keepalived::available("failover time") {
         return;
     }
-    for interval in [("1s", "1"), ("100ms", "0.1")] {
+    for interval in [("1s", "1"), ("100ms", "0.1"), ("20ms", "0.02")] {
         for stop in [Stop::Kill9, Stop::Term] {
             for which in [Impl::Tandem, Impl::Keepalived] {
                 if !selected(&format!("{which:?} {stop:?} {}", interval.0)) {
