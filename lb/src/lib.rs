@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod data_plane;
 pub mod data_threads;
+pub mod events;
 pub mod demo;
 pub mod failover;
 pub mod generation;

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AdminContext;
 use super::admission::{Admission, Budget, Refused};
+use super::stream::Closer;
 
 /// A new connection's first request head must be complete this long after its accept; a
 /// connection that sends nothing is closed then, or up to [`FIRST_HEAD_SPREAD`] later.
@@ -294,12 +295,16 @@ impl Connection {
     /// Serves requests with hyper until the connection ends (or its task is dropped).
     async fn requests(&self, stream: TcpStream, first_head: Instant) {
         let started = Arc::new(AtomicBool::new(false));
+        // Cancelled to close the connection at once (an event stream's slow client).
+        let closer = CancellationToken::new();
         let service = {
             let (context, table, started) =
                 (self.context.clone(), self.table.clone(), started.clone());
             let (endpoint, id) = (self.endpoint, self.id);
-            hyper::service::service_fn(move |req| {
+            let closer = closer.clone();
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let (context, table) = (context.clone(), table.clone());
+                req.extensions_mut().insert(Closer(closer.clone()));
                 started.store(true, Relaxed);
                 lock(&table).busy(id);
                 async move {
@@ -319,16 +324,26 @@ impl Connection {
         let counts = self.context.listeners.counts(self.endpoint);
         let first_head_due = tokio::time::sleep_until(first_head);
         tokio::pin!(first_head_due);
+        let served = async {
+            tokio::select! {
+                biased;
+                ended = connection.as_mut() => Some(ended),
+                () = &mut first_head_due => {
+                    if !started.load(Relaxed) {
+                        counts.shed(self.endpoint, &counts.head_timeouts);
+                        return None;
+                    }
+                    Some(connection.as_mut().await)
+                }
+            }
+        };
         let ended = tokio::select! {
             biased;
-            ended = connection.as_mut() => ended,
-            () = &mut first_head_due => {
-                if !started.load(Relaxed) {
-                    counts.shed(self.endpoint, &counts.head_timeouts);
-                    return;
-                }
-                connection.await
-            }
+            () = closer.cancelled() => return,
+            ended = served => match ended {
+                Some(ended) => ended,
+                None => return,
+            },
         };
         // Malformed requests end here with hyper's own 4xx; nothing to add.
         if let Err(e) = ended {
