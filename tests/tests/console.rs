@@ -13,7 +13,11 @@ use common::*;
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     reply
@@ -52,7 +56,10 @@ fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     let _node = node("lb1", &backend, admin, &[]);
     let page = get(admin, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert_eq!(header(&page, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        header(&page, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert!(page.contains("<script src=\"/console.js\""), "{page}");
     for path in ["/", "/console.js", "/console.css", "/status", "/peers"] {
         let reply = get(admin, path);
@@ -108,7 +115,10 @@ fn the_pair_view_is_fetched_by_the_node_and_actions_reach_the_peer_only_with_the
     assert_eq!(view[0]["admin"], admin2.to_string());
     assert_eq!(view[0]["reachable"], true, "{view}");
     assert_eq!(view[0]["status"]["node"], "lb2");
-    assert_eq!(view[0]["unreachable_since_unix_ms"], serde_json::Value::Null);
+    assert_eq!(
+        view[0]["unreachable_since_unix_ms"],
+        serde_json::Value::Null
+    );
 
     // An action on the peer, through this node: refused without the token, on both.
     let drain = format!("/peers/{admin2}/pools/p/backends/{}/drain", b.addr);

@@ -79,7 +79,7 @@ fn backend_drained(rack: &Rack, i: usize, addr: &str) -> bool {
 /// JavaScript: the text of `selector` inside node `node`'s panel, or null.
 fn text_in(node: &str, selector: &str) -> String {
     format!(
-        "(document.querySelector('[data-node=\"{node}\"] {selector}') || {{}}).textContent || null"
+        "((document.querySelector('[data-node=\"{node}\"] {selector}') || {{}}).textContent || null)"
     )
 }
 
@@ -92,7 +92,7 @@ fn roles() -> String {
 /// JavaScript: the health node `node`'s panel shows for backend `addr`.
 fn health(node: &str, addr: &str) -> String {
     format!(
-        "(document.querySelector('[data-node=\"{node}\"] [data-backend=\"{addr}\"]') || {{ dataset: {{}} }}).dataset.health || null"
+        "((document.querySelector('[data-node=\"{node}\"] [data-backend=\"{addr}\"]') || {{ dataset: {{}} }}).dataset.health || null)"
     )
 }
 
@@ -137,10 +137,13 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
     lb1.wait_log("BACKUP -> MASTER", 1);
     let mut lb2 = rack.start_config(1, &config(&rack, 1, 100));
     let logs = |nodes: &[&Node]| logs_of(nodes);
-    wait_until(&format!("both admin APIs answer\n{}", logs(&[&lb1, &lb2])), || {
-        ask(&rack, 0, "GET", "/healthz").1.trim() == "primary"
-            && ask(&rack, 1, "GET", "/healthz").1.trim() == "secondary"
-    });
+    wait_until(
+        &format!("both admin APIs answer\n{}", logs(&[&lb1, &lb2])),
+        || {
+            ask(&rack, 0, "GET", "/healthz").1.trim() == "primary"
+                && ask(&rack, 1, "GET", "/healthz").1.trim() == "secondary"
+        },
+    );
 
     let started = Instant::now();
     let mut page = Browser::start_in_netns(&rack.client);
@@ -259,15 +262,19 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
         "{}",
         page.eval("document.body.innerText")
     );
-    // A little traffic for the charts, then the picture.
-    let web = SocketAddr::from((rack.lb_ip(1), 80));
+    // Three seconds of traffic for the charts (lb1, with no usable backend left, refuses its
+    // clients), then the picture.
+    let webs = [
+        SocketAddr::from((rack.lb_ip(0), 80)),
+        SocketAddr::from((rack.lb_ip(1), 80)),
+    ];
     in_netns(&rack.client, move || {
-        for _ in 0..40 {
-            let _ = which_backend(web);
-            std::thread::sleep(Duration::from_millis(25));
+        for n in 0..150 {
+            let _ = which_backend_within(webs[usize::from(n % 3 != 0)], Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(5 + (n % 50) as u64 / 2));
         }
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1200));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     page.screenshot(&shot);
     eprintln!("console screenshot: {}", shot.display());

@@ -74,11 +74,20 @@ mod tests {
             name.len() < rest.len() && name.starts_with('=')
         });
         assert!(!handler, "no inline event handler");
-        assert!(!page.contains("http://") && !page.contains("https://"), "no third party");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no third party"
+        );
         for file in [SCRIPT, STYLE] {
             assert!(!file.contains("http://") && !file.contains("https://"));
         }
-        for banned in ["eval(", "new Function", "innerHTML", "document.write", "localStorage"] {
+        for banned in [
+            "eval(",
+            "new Function",
+            "innerHTML",
+            "document.write",
+            "localStorage",
+        ] {
             assert!(!SCRIPT.contains(banned), "{banned}");
         }
     }

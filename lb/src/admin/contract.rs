@@ -113,6 +113,8 @@ pub struct Reloads {
 /// not started (yet, or because it could not) has only `name`, `running` and `state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+// A few hundred bytes per instance in a document built once per request: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VrrpInstance {
     /// Tried first when reading: a document lacking its fields is [`Self::NotRunning`].
     Running(RunningInstance),

@@ -49,6 +49,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/status` and `/metrics` requests waiting for their turn beyond the one being built; more
 /// are answered 503 at once.
 const MAX_QUEUED_REPORTS: usize = 32;
+/// The kernel's send buffer of each admin connection (it doubles it for its bookkeeping).
+pub const SEND_BUFFER: usize = 64 * 1024;
 /// How often at most a listener logs the connections it sheds.
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -218,6 +220,9 @@ pub(super) async fn serve(
             },
         };
         let accepted_at = Instant::now();
+        // A fixed send buffer (no autotuning up to megabytes): what a client leaves unread
+        // stays small, and an event stream's client that stops reading is found out soon.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let admitted = lock(&table).admit(peer.ip(), None);
         let id = match admitted {
             Ok((id, evicted)) => {

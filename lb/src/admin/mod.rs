@@ -295,10 +295,7 @@ async fn peer_action(context: &AdminContext, req: &Parts, path: &str) -> Reply {
     if let Err(refused) = guard(context, req) {
         return refused;
     }
-    let authorization = req
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = req.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     match peers::pass_on(admin, &action, authorization).await {
         Ok((code, body)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);

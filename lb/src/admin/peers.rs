@@ -98,7 +98,11 @@ impl Peers {
     /// Each of `admins`, fetched now unless a fetch is fresh.
     pub async fn views(&self, admins: &[SocketAddr]) -> Vec<PeerView> {
         let mut cache = self.cache.lock().await;
-        let same = cache.views.iter().map(|v| v.admin).eq(admins.iter().copied());
+        let same = cache
+            .views
+            .iter()
+            .map(|v| v.admin)
+            .eq(admins.iter().copied());
         if !same {
             // A reload changed the list: keep what is known of the peers still in it.
             let old = std::mem::take(&mut cache.views);
@@ -187,7 +191,10 @@ async fn exchange(
         let result = match response {
             Ok(response) => {
                 let code = response.status().as_u16();
-                match Limited::new(response.into_body(), MAX_ANSWER).collect().await {
+                match Limited::new(response.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                {
                     Ok(body) => Ok((code, String::from_utf8_lossy(&body.to_bytes()).into_owned())),
                     Err(e) => Err(format!("reading the answer: {e}")),
                 }
@@ -216,7 +223,11 @@ mod tests {
         view.record(1_000, Err("cannot connect".into()));
         assert_eq!(view.unreachable_since_unix_ms, Some(1_000));
         view.record(2_000, Err("still not".into()));
-        assert_eq!(view.unreachable_since_unix_ms, Some(1_000), "since the first");
+        assert_eq!(
+            view.unreachable_since_unix_ms,
+            Some(1_000),
+            "since the first"
+        );
         assert_eq!(view.error.as_deref(), Some("still not"));
         view.record(3_000, Ok(sample()));
         assert!(view.reachable && view.status.is_some() && view.error.is_none());
@@ -237,7 +248,14 @@ mod tests {
         ] {
             assert!(is_peer_action(ok), "{ok}");
         }
-        for refused in ["/status", "/metrics", "/apps/db/restart", "/peers", "/", "/swap/x"] {
+        for refused in [
+            "/status",
+            "/metrics",
+            "/apps/db/restart",
+            "/peers",
+            "/",
+            "/swap/x",
+        ] {
             assert!(!is_peer_action(refused), "{refused}");
         }
     }
@@ -254,6 +272,9 @@ mod tests {
         assert_eq!(views.len(), 1);
         assert!(!views[0].reachable);
         assert!(views[0].unreachable_since_unix_ms.is_some());
-        assert!(views[0].error.as_deref().unwrap().contains("connect"), "{views:?}");
+        assert!(
+            views[0].error.as_deref().unwrap().contains("connect"),
+            "{views:?}"
+        );
     }
 }

@@ -333,7 +333,8 @@ impl Validator<'_> {
                 continue;
             };
             if addr.ip().is_unspecified() || addr.port() == 0 {
-                let message = format!("peer_admin {addr} must name a peer's admin address and port");
+                let message =
+                    format!("peer_admin {addr} must name a peer's admin address and port");
                 self.error(peer.span(), message);
             } else if admin == Some(addr) {
                 let message =

@@ -26,7 +26,7 @@ pub fn start(
     events: &Arc<Events>,
     config: &ConfigRx,
     monitor: &Monitor,
-    instances: &watch::Receiver<crate::admin::InstanceStatuses>,
+    instances: &watch::Receiver<BTreeMap<String, watch::Receiver<vrrp::instance::Status>>>,
     apps: &watch::Receiver<crate::applications::AppStatuses>,
     announcements: &watch::Receiver<crate::anycast::AnnouncementStatuses>,
 ) -> Tasks {
@@ -38,7 +38,12 @@ pub fn start(
         instances.clone(),
         role_change,
     ));
-    tasks.push(map(events.clone(), config.clone(), apps.clone(), app_change));
+    tasks.push(map(
+        events.clone(),
+        config.clone(),
+        apps.clone(),
+        app_change,
+    ));
     tasks.push(map(
         events.clone(),
         config.clone(),
@@ -232,30 +237,35 @@ mod tests {
         assert_eq!(role_change("front", Some(&master), &master), None);
         // Seen for the first time with transitions behind it (the node just started).
         assert!(role_change("front", None, &master).is_some());
-        assert_eq!(role_change("front", None, &status(State::Initialize, 0)), None);
+        assert_eq!(
+            role_change("front", None, &status(State::Initialize, 0)),
+            None
+        );
     }
 
     #[tokio::test]
-    async fn a_map_follower_reports_changes_and_stays_quiet_across_a_reload_that_keeps_an_item()
-    {
+    async fn a_map_follower_reports_changes_and_stays_quiet_across_a_reload_that_keeps_an_item() {
         let events = Arc::new(Events::new());
         let source = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:80\"\npool = \"web\"\n\
                       [[pool]]\nname = \"web\"\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
         let config = crate::config::parse(source, "tandem.toml").unwrap();
         let (_config_tx, config) = watch::channel(Arc::new(config));
-        let (item, item_rx) = watch::channel(status(State::Backup, 1));
+        let (item, item_rx) = watch::channel(status(State::Initialize, 0));
         let (map_tx, map_rx) = watch::channel(BTreeMap::from([("front".to_owned(), item_rx)]));
         let mut sub = events.subscribe(None);
         let _task = map(events.clone(), config, map_rx, role_change);
         tokio::task::yield_now().await;
-        item.send_replace(status(State::Master, 2));
+        item.send_replace(status(State::Master, 1));
         let e = tokio::time::timeout(std::time::Duration::from_secs(5), sub.live.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(e.kind.name(), "role");
+        let EventKind::Role { to, .. } = &e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(to, "MASTER");
         // A reload hands over a new channel for the same instance, unchanged.
-        let (_again, again_rx) = watch::channel(status(State::Master, 2));
+        let (_again, again_rx) = watch::channel(status(State::Master, 1));
         map_tx.send_replace(BTreeMap::from([("front".to_owned(), again_rx)]));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(sub.live.try_recv().is_err(), "nothing changed");

@@ -32,7 +32,9 @@ pub fn available(test: &str) -> bool {
     {
         return true;
     }
-    skipped(&format!("{test}: needs Debian's chromium (apt-get install chromium)"))
+    skipped(&format!(
+        "{test}: needs Debian's chromium (apt-get install chromium)"
+    ))
 }
 
 /// A headless Chromium and one page of it.
@@ -93,7 +95,9 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         };
         let addr = format!("127.0.0.1:{port}");
-        let stream = in_netns(ns, move || TcpStream::connect(addr).expect("connect to chromium"));
+        let stream = in_netns(ns, move || {
+            TcpStream::connect(addr).expect("connect to chromium")
+        });
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let url = format!("ws://127.0.0.1:{port}{path}");
         let (socket, _) = tungstenite::client(url, stream).expect("DevTools handshake");
@@ -166,7 +170,10 @@ impl Browser {
     /// Opens `url` in the page (without waiting for it to load: see [`Browser::wait_for`]).
     pub fn navigate(&mut self, url: &str) {
         let result = self.call("Page.navigate", json!({ "url": url }));
-        assert!(result.get("errorText").is_none(), "navigate {url}: {result}");
+        assert!(
+            result.get("errorText").is_none(),
+            "navigate {url}: {result}"
+        );
     }
 
     /// The value of JavaScript `expression` in the page (awaited if a promise).

@@ -155,7 +155,10 @@ fn startup_enters_backup_with_a_full_master_down_timer() {
     let now = Instant::now();
     let mut m = Machine::new(config(100)).unwrap();
     let actions = m.handle(now, Input::Startup);
-    assert_eq!(actions, [transition(State::Initialize, State::Backup, Why::Started)]);
+    assert_eq!(
+        actions,
+        [transition(State::Initialize, State::Backup, Why::Started)]
+    );
     assert_eq!(m.state(), State::Backup);
     assert_eq!(
         m.next_timeout(),
@@ -238,7 +241,10 @@ fn master_steps_down_only_for_a_better_advert() {
 
     assert_eq!(
         m.handle(t, advert(HIGHER_ADDR, 100, SEC)),
-        [Action::RemoveVips, transition(State::Master, State::Backup, Why::BetterMaster)]
+        [
+            Action::RemoveVips,
+            transition(State::Master, State::Backup, Why::BetterMaster)
+        ]
     );
     assert_eq!(m.master(), Some(HIGHER_ADDR));
     assert_eq!(m.next_timeout(), Some(t + m.master_down_interval()));

@@ -201,8 +201,19 @@ function chartFor(key) {
   return canvas;
 }
 
-// Draws the four lanes of one service over the last HISTORY_S seconds.
+// The time the charts span: what the page has seen, at least 30 s, at most HISTORY_S.
+function span(series, now) {
+  const seen = series.length ? now - series[0].t : 0;
+  return Math.min(HISTORY_S * 1000, Math.max(30000, seen));
+}
+
+function spanText(ms) {
+  return ms >= 60000 ? "last " + Math.round(ms / 60000) + " min" : "last " + Math.round(ms / 1000) + " s";
+}
+
+// Draws the four lanes of one service over the time it spans.
 function draw(canvas, series, now) {
+  const spanMs = span(series, now);
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 480;
   const height = canvas.clientHeight || 110;
@@ -220,10 +231,11 @@ function draw(canvas, series, now) {
     const w = laneWidth - 12;
     const h = laneHeight - 20;
     const values = series.map((p) => p[lane.key]);
-    const max = Math.max(1e-9, ...values);
+    const highest = Math.max(0, ...values);
+    const max = Math.max(1e-9, highest);
     const latest = values.length ? values[values.length - 1] : 0;
     g.fillStyle = "#5b6670";
-    g.fillText(lane.label + "  " + lane.format(latest) + "   (max " + lane.format(values.length ? max : 0) + ")", x0, y0 + 10);
+    g.fillText(lane.label + "  " + lane.format(latest) + "   (max " + lane.format(highest) + ")", x0, y0 + 10);
     g.strokeStyle = "#d5dbe1";
     g.beginPath();
     g.moveTo(x0, y0 + 14 + h);
@@ -234,7 +246,7 @@ function draw(canvas, series, now) {
     g.lineWidth = 1.5;
     g.beginPath();
     series.forEach((p, j) => {
-      const x = x0 + w - ((now - p.t) / (HISTORY_S * 1000)) * w;
+      const x = x0 + w - ((now - p.t) / spanMs) * w;
       const y = y0 + 14 + h - (p[lane.key] / max) * h;
       if (j === 0) g.moveTo(x, y);
       else g.lineTo(x, y);
@@ -297,7 +309,7 @@ function servicesSection(node, status, now) {
       )
     );
     const canvas = chartFor(key);
-    charts.push(el("div", { class: "chart-box" }, el("span", { class: "note" }, s.name + ", last " + HISTORY_S / 60 + " minutes"), canvas));
+    charts.push(el("div", { class: "chart-box" }, el("span", { class: "note" }, s.name + ", " + spanText(span(series, now))), canvas));
     requestAnimationFrame(() => draw(canvas, series, now));
   }
   return [
