@@ -269,8 +269,11 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
         SocketAddr::from((rack.lb_ip(1), 80)),
     ];
     in_netns(&rack.client, move || {
-        for n in 0..150 {
-            let _ = which_backend_within(webs[usize::from(n % 3 != 0)], Duration::from_millis(500));
+        for n in 0..150u32 {
+            let _ = which_backend_within(
+                webs[usize::from(!n.is_multiple_of(3))],
+                Duration::from_millis(500),
+            );
             std::thread::sleep(Duration::from_millis(5 + (n % 50) as u64 / 2));
         }
     });

@@ -219,7 +219,11 @@ fn a_client_that_stops_reading_is_dropped_while_the_others_get_every_event() {
     });
     let started = Instant::now();
     let path = |n: usize| {
-        let action = if n % 2 == 0 { "drain" } else { "enable" };
+        let action = if n.is_multiple_of(2) {
+            "drain"
+        } else {
+            "enable"
+        };
         format!("/pools/p/backends/{}/{action}", b.addr)
     };
     for n in 0..EVENTS {
