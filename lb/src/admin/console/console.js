@@ -18,6 +18,7 @@ const state = {
   history: new Map(), // "node/service" -> [{t, cps, active, bps, rps}]
   last: new Map(), // "node/service" -> {t, accepted, bytes, refused}
   canvases: new Map(), // "node/service" -> canvas
+  names: new Map(), // a peer's admin address -> its node name, as last seen
   refreshing: false,
   again: false,
 };
@@ -414,7 +415,7 @@ function unreachablePanel(peer, now) {
   return el(
     "section",
     { class: "node unreachable", "data-node": peer.admin, "data-reachable": "false" },
-    el("h2", {}, "peer " + peer.admin, badge("unreachable", "bad")),
+    el("h2", {}, state.names.get(peer.admin) || "peer", badge("unreachable", "bad"), el("span", { class: "where" }, "peer · " + peer.admin)),
     el("p", { class: "down-notice" }, text),
     el("p", { class: "note" }, "last error: " + (peer.error || "none yet") + ". Nothing is shown for it until it answers again.")
   );
@@ -429,6 +430,7 @@ function render() {
   }
   for (const peer of state.peers) {
     if (peer.reachable && peer.status) {
+      state.names.set(peer.admin, peer.status.node);
       panels.push(nodePanel({ name: peer.status.node, prefix: "/peers/" + encodeURIComponent(peer.admin), where: "peer · " + peer.admin }, peer.status, now));
     } else {
       panels.push(unreachablePanel(peer, now));
