@@ -37,6 +37,7 @@ pub async fn run(web_port: u16, app_port: u16, admin_port: u16) -> anyhow::Resul
     println!(
         "  curl http://127.0.0.1:{admin_port}/status   # the node's view: services, backends, counters"
     );
+    println!("  open http://127.0.0.1:{admin_port}/ in a browser   # the same, live: the console");
     println!(
         "Config: {} (edit it and `kill -HUP {}` to reload)",
         path.display(),

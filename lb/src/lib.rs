@@ -16,6 +16,7 @@ pub mod config;
 pub mod data_plane;
 pub mod data_threads;
 pub mod demo;
+pub mod events;
 pub mod failover;
 pub mod generation;
 pub mod health;

@@ -43,7 +43,7 @@ pub mod timing;
 
 pub use machine::{
     Action, ConfigError, Input, MAX_PREEMPT_DELAY, Machine, MachineConfig, OWNER_PRIORITY,
-    STOP_PRIORITY, State,
+    STOP_PRIORITY, State, Why,
 };
 pub use packet::{
     Advert, DecodeError, EncodeError, Header, Ipv4Meta, MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL,

@@ -258,7 +258,75 @@ pub enum Action {
         from: State,
         /// The state entered.
         to: State,
+        /// What made it change.
+        why: Why,
     },
+}
+
+/// What made the machine change state: for the log, the status page and the operator, who
+/// asks "why did the VIP move" at the worst time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Why {
+    /// Started (or left Fault) as a non-owner: a backup waiting for a master.
+    Started,
+    /// The address owner (priority 255) is master whenever it runs.
+    Owner,
+    /// No advert from a master within Master_Down_Interval.
+    MasterDown,
+    /// The master resigned (a priority-0 advert) and this backup's Skew_Time ran out first.
+    MasterResigned,
+    /// This backup discarded a lower-priority master's adverts (preempt) and took over.
+    Preempted,
+    /// A master heard a better one: a higher priority, or an equal one from a higher address.
+    BetterMaster,
+    /// A tracked interface or check is down.
+    Fault,
+    /// The fault cleared.
+    FaultCleared,
+    /// An operator handed the master role over (swap).
+    Relinquished,
+    /// The router was stopped.
+    Shutdown,
+}
+
+impl Why {
+    /// A short name, for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Started => "started",
+            Why::Owner => "owner",
+            Why::MasterDown => "master_down",
+            Why::MasterResigned => "master_resigned",
+            Why::Preempted => "preempted",
+            Why::BetterMaster => "better_master",
+            Why::Fault => "fault",
+            Why::FaultCleared => "fault_cleared",
+            Why::Relinquished => "relinquished",
+            Why::Shutdown => "shutdown",
+        }
+    }
+
+    /// The same in a sentence an operator reads.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Why::Started => "started as a backup, waiting for a master",
+            Why::Owner => "the address owner (priority 255) is master whenever it runs",
+            Why::MasterDown => "no advert from a master within Master_Down_Interval",
+            Why::MasterResigned => "the master resigned (priority-0 advert)",
+            Why::Preempted => "took over from a lower-priority master (preempt)",
+            Why::BetterMaster => "heard a master with a higher priority",
+            Why::Fault => "a tracked interface or check is down",
+            Why::FaultCleared => "the fault cleared; waiting for a master",
+            Why::Relinquished => "an operator handed the master role over (swap)",
+            Why::Shutdown => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 /// One virtual router's protocol state. See the module docs for how to drive it.
@@ -294,6 +362,8 @@ pub struct Machine {
     /// How late the input last handled served the Master_Down_Timer, when it granted a
     /// held-up grace ([`Machine::held_up`]).
     held_up: Option<Duration>,
+    /// What a takeover by the running Master_Down_Timer would be due to.
+    takeover: Why,
 }
 
 impl Machine {
@@ -315,6 +385,7 @@ impl Machine {
             margin: None,
             graced: false,
             held_up: None,
+            takeover: Why::MasterDown,
         };
         machine.effective = machine.compute_effective();
         Ok(machine)
@@ -335,7 +406,7 @@ impl Machine {
         match input {
             Input::Startup => {
                 if self.state == State::Initialize {
-                    self.start(now, out);
+                    self.start(now, Why::Started, out);
                 }
             }
             Input::Shutdown => self.shutdown(out),
@@ -435,28 +506,28 @@ impl Machine {
         p.clamp(1, i32::from(OWNER_PRIORITY) - 1) as u8
     }
 
-    fn enter(&mut self, to: State, out: &mut Vec<Action>) {
+    fn enter(&mut self, to: State, why: Why, out: &mut Vec<Action>) {
         let from = self.state;
         self.state = to;
-        out.push(Action::Transition { from, to });
+        out.push(Action::Transition { from, to, why });
     }
 
-    /// RFC 5798 §6.4.1: the Startup event, also used to leave Fault.
-    fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
+    /// RFC 5798 §6.4.1: the Startup event, also used to leave Fault (`why` says which).
+    fn start(&mut self, now: Instant, why: Why, out: &mut Vec<Action>) {
         if self.fault {
-            self.enter(State::Fault, out);
+            self.enter(State::Fault, Why::Fault, out);
         } else if self.is_owner() {
             // Priority = 255: the owner goes straight to Master.
-            self.become_master(now, out);
+            self.become_master(now, Why::Owner, out);
         } else {
             // (155)-(160), then Backup.
             self.master_adver_interval = self.config.advert_interval;
-            self.become_backup(now, out);
+            self.become_backup(now, why, out);
         }
     }
 
     /// RFC 5798 §6.4.2 (370)-(410), and the owner's branch of §6.4.1.
-    fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn become_master(&mut self, now: Instant, why: Why, out: &mut Vec<Action>) {
         out.push(Action::SendAdvert {
             priority: self.effective,
         });
@@ -465,17 +536,18 @@ impl Machine {
         self.master = Some(self.config.primary_address);
         self.lower_since = None;
         self.yielded = false;
-        self.enter(State::Master, out);
+        self.enter(State::Master, why, out);
     }
 
     /// Enters Backup with Master_Down_Timer = Master_Down_Interval (§6.4.1 (160), §6.4.3 (760)),
     /// Master_Adver_Interval already set by the caller.
-    fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn become_backup(&mut self, now: Instant, why: Why, out: &mut Vec<Action>) {
         self.timer = Some(now + self.master_down_interval());
         self.timer_by_advert = false;
         self.graced = false;
+        self.takeover = Why::MasterDown;
         self.lower_since = None;
-        self.enter(State::Backup, out);
+        self.enter(State::Backup, why, out);
     }
 
     /// Releases the master role: optional priority-0 advert, then the addresses.
@@ -496,7 +568,7 @@ impl Machine {
             State::Backup | State::Fault => {}
         }
         self.stop_timers();
-        self.enter(State::Initialize, out);
+        self.enter(State::Initialize, Why::Shutdown, out);
     }
 
     fn stop_timers(&mut self) {
@@ -531,7 +603,7 @@ impl Machine {
                     self.graced = true;
                     self.held_up = Some(held_up);
                 } else {
-                    self.become_master(now, out);
+                    self.become_master(now, self.takeover, out);
                 }
             }
             State::Initialize | State::Fault => {}
@@ -609,6 +681,7 @@ impl Machine {
             self.timer = Some(now + self.skew_time());
             self.timer_by_advert = false;
             self.graced = false;
+            self.takeover = Why::MasterResigned;
             self.master = None;
             self.lower_since = None;
             return;
@@ -637,8 +710,11 @@ impl Machine {
             self.timer = Some(now + self.master_down_interval());
             self.timer_by_advert = true;
             self.graced = false;
+            self.takeover = Why::MasterDown;
+        } else {
+            // (470): discard, and let the Master_Down_Timer run out.
+            self.takeover = Why::Preempted;
         }
-        // else (470): discard, and let the Master_Down_Timer run out.
     }
 
     /// RFC 5798 §6.4.3 (710)-(775).
@@ -669,7 +745,7 @@ impl Machine {
             Version::V3 => interval,
             Version::V2 => self.config.advert_interval,
         };
-        self.become_backup(now, out);
+        self.become_backup(now, Why::BetterMaster, out);
         self.master = Some(src);
     }
 
@@ -679,13 +755,13 @@ impl Machine {
             (true, State::Master) => {
                 Self::leave_master(true, out);
                 self.stop_timers();
-                self.enter(State::Fault, out);
+                self.enter(State::Fault, Why::Fault, out);
             }
             (true, State::Backup) => {
                 self.stop_timers();
-                self.enter(State::Fault, out);
+                self.enter(State::Fault, Why::Fault, out);
             }
-            (false, State::Fault) => self.start(now, out),
+            (false, State::Fault) => self.start(now, Why::FaultCleared, out),
             _ => {}
         }
     }
@@ -697,7 +773,7 @@ impl Machine {
         Self::leave_master(true, out);
         self.master_adver_interval = self.config.advert_interval;
         self.master = None;
-        self.become_backup(now, out);
+        self.become_backup(now, Why::Relinquished, out);
         self.yielded = true;
     }
 }

@@ -113,6 +113,8 @@ pub struct Reloads {
 /// not started (yet, or because it could not) has only `name`, `running` and `state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+// A few hundred bytes per instance in a document built once per request: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VrrpInstance {
     /// Tried first when reading: a document lacking its fields is [`Self::NotRunning`].
     Running(RunningInstance),
@@ -150,6 +152,10 @@ pub struct RunningInstance {
     /// `vip` or `cloud`.
     pub mode: String,
     pub name: String,
+    /// The state before the last transition (`INIT` before the first); absent from a node
+    /// older than it.
+    #[serde(default)]
+    pub previous_state: String,
     /// The configured priority.
     pub priority: u8,
     /// Always `true`.
@@ -163,6 +169,10 @@ pub struct RunningInstance {
     /// `address/prefix`.
     pub vips: Vec<String>,
     pub vrid: u8,
+    /// What made the last transition, in a sentence; `null` before the first. Absent from a
+    /// node older than it.
+    #[serde(default)]
+    pub why: Option<String>,
     /// As backup: the shortest Master_Down margin of the last 30 to 60 s, in milliseconds (how
     /// much of Master_Down_Interval was left when the master's next advert arrived); `null`
     /// when none was measured then. Absent from a node older than it.
@@ -359,6 +369,7 @@ pub(crate) mod tests {
                     master: Some("10.0.0.2".parse().unwrap()),
                     mode: "vip".into(),
                     name: "v4".into(),
+                    previous_state: "MASTER".into(),
                     priority: 100,
                     running: true,
                     seconds_in_state: 1.5,
@@ -367,6 +378,7 @@ pub(crate) mod tests {
                     transitions: 1,
                     vips: vec!["10.0.0.100/24".into()],
                     vrid: 51,
+                    why: Some("heard a master with a higher priority".into()),
                     worst_margin_ms: Some(25.5),
                     worst_send_lateness_ms: None,
                 }),

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AdminContext;
 use super::admission::{Admission, Budget, Refused};
+use super::stream::Closer;
 
 /// A new connection's first request head must be complete this long after its accept; a
 /// connection that sends nothing is closed then, or up to [`FIRST_HEAD_SPREAD`] later.
@@ -48,6 +49,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/status` and `/metrics` requests waiting for their turn beyond the one being built; more
 /// are answered 503 at once.
 const MAX_QUEUED_REPORTS: usize = 32;
+/// The kernel's send buffer of each admin connection (it doubles it for its bookkeeping).
+pub const SEND_BUFFER: usize = 64 * 1024;
 /// How often at most a listener logs the connections it sheds.
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -217,6 +220,9 @@ pub(super) async fn serve(
             },
         };
         let accepted_at = Instant::now();
+        // A fixed send buffer (no autotuning up to megabytes): what a client leaves unread
+        // stays small, and an event stream's client that stops reading is found out soon.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let admitted = lock(&table).admit(peer.ip(), None);
         let id = match admitted {
             Ok((id, evicted)) => {
@@ -294,12 +300,16 @@ impl Connection {
     /// Serves requests with hyper until the connection ends (or its task is dropped).
     async fn requests(&self, stream: TcpStream, first_head: Instant) {
         let started = Arc::new(AtomicBool::new(false));
+        // Cancelled to close the connection at once (an event stream's slow client).
+        let closer = CancellationToken::new();
         let service = {
             let (context, table, started) =
                 (self.context.clone(), self.table.clone(), started.clone());
             let (endpoint, id) = (self.endpoint, self.id);
-            hyper::service::service_fn(move |req| {
+            let closer = closer.clone();
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let (context, table) = (context.clone(), table.clone());
+                req.extensions_mut().insert(Closer(closer.clone()));
                 started.store(true, Relaxed);
                 lock(&table).busy(id);
                 async move {
@@ -319,16 +329,26 @@ impl Connection {
         let counts = self.context.listeners.counts(self.endpoint);
         let first_head_due = tokio::time::sleep_until(first_head);
         tokio::pin!(first_head_due);
+        let served = async {
+            tokio::select! {
+                biased;
+                ended = connection.as_mut() => Some(ended),
+                () = &mut first_head_due => {
+                    if !started.load(Relaxed) {
+                        counts.shed(self.endpoint, &counts.head_timeouts);
+                        return None;
+                    }
+                    Some(connection.as_mut().await)
+                }
+            }
+        };
         let ended = tokio::select! {
             biased;
-            ended = connection.as_mut() => ended,
-            () = &mut first_head_due => {
-                if !started.load(Relaxed) {
-                    counts.shed(self.endpoint, &counts.head_timeouts);
-                    return;
-                }
-                connection.await
-            }
+            () = closer.cancelled() => return,
+            ended = served => match ended {
+                Some(ended) => ended,
+                None => return,
+            },
         };
         // Malformed requests end here with hyper's own 4xx; nothing to add.
         if let Err(e) = ended {

@@ -15,11 +15,14 @@
 pub mod admission;
 mod client;
 mod command;
+mod console;
 pub mod contract;
 pub mod healthz;
 mod listen;
+pub mod peers;
 mod report;
 mod server;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,9 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use healthcheck::monitor::Monitor;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -88,33 +92,56 @@ pub struct AdminContext {
     pub stopping: std::sync::atomic::AtomicBool,
     /// The admin listeners' connection counts, and the gate `/status` and `/metrics` pass.
     pub listeners: Listeners,
+    /// The node's event log, streamed by `/events`.
+    pub events: Arc<crate::events::Events>,
+    /// The event streams' counts.
+    pub event_streams: stream::StreamCounts,
+    /// The peers' status, for the console (`/peers`).
+    pub peers: peers::Peers,
 }
 
-type Reply = Response<Full<Bytes>>;
+/// Every answer's body: whole, or a stream (`/events`).
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+type Reply = Response<Body>;
+
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+{
+    body.boxed_unsync()
+}
 
 fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     let mut body = body.into();
     body.push('\n');
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    let mut reply = Response::new(boxed(Full::new(Bytes::from(body))));
     *reply.status_mut() = status;
     reply.headers_mut().insert(
         CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     reply
 }
 
-fn typed(body: String, content_type: &'static str) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
-    reply.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
+fn typed(body: impl Into<Bytes>, content_type: &'static str) -> Reply {
+    let mut reply = Response::new(boxed(Full::new(body.into())));
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     reply
 }
 
-/// Answers one request on `endpoint` (the health listener knows only the health path).
+/// Answers one request on `endpoint` (the health listener knows only the health path); every
+/// answer of the admin listener carries the console's safety headers (see [`console`]).
 async fn handle(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Incoming>) -> Reply {
+    let mut reply = route(context, endpoint, req).await;
+    if endpoint == Endpoint::Admin {
+        console::secure(reply.headers_mut());
+    }
+    reply
+}
+
+async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Incoming>) -> Reply {
     let (req, body) = req.into_parts();
     // Bodies mean nothing here, but an oversized one is refused whatever the path.
     if let Err(reply) = drain_body(body).await {
@@ -149,6 +176,16 @@ async fn handle(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<In
         )
     };
     match path.as_str() {
+        p if read && console::asset(p).is_some() => console::serve(p),
+        "/events" if read => stream::open(context, &req),
+        "/peers" if read => {
+            let admins = context.config.borrow().node.peer_admin.clone();
+            let views = context.peers.views(&admins).await;
+            let body = serde_json::to_string(&views).unwrap_or_else(|_| "[]".to_owned());
+            typed(body, "application/json")
+        }
+        "/events" | "/peers" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        p if p.starts_with("/peers/") => peer_action(context, &req, p).await,
         "/livez" if read => text(StatusCode::OK, "ok"),
         "/status" if read => match context
             .listeners
@@ -223,6 +260,51 @@ async fn handle(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<In
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// `POST /peers/{admin}/{action}`: an action of the console on a peer, passed on (see
+/// [`peers`]).
+async fn peer_action(context: &AdminContext, req: &Parts, path: &str) -> Reply {
+    let Some((admin, action)) = path
+        .strip_prefix("/peers/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(admin, action)| {
+            let admin = percent_decode(admin)?.parse::<SocketAddr>().ok()?;
+            Some((admin, action))
+        })
+    else {
+        return text(StatusCode::NOT_FOUND, "expected /peers/ADDR/ACTION");
+    };
+    let action = format!("/{action}");
+    if !context.config.borrow().node.peer_admin.contains(&admin) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{admin} is not a peer of this node (see [node] peer_admin)"),
+        );
+    }
+    if !peers::is_peer_action(&action) {
+        return text(
+            StatusCode::NOT_FOUND,
+            "only swap, reload and backend drain/enable pass on to a peer",
+        );
+    }
+    if req.method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    if let Err(refused) = guard(context, req) {
+        return refused;
+    }
+    let authorization = req.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match peers::pass_on(admin, &action, authorization).await {
+        Ok((code, body)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            text(status, body.trim_end())
+        }
+        Err(e) => text(
+            StatusCode::BAD_GATEWAY,
+            format!("peer {admin} did not take the action: {e}"),
+        ),
     }
 }
 

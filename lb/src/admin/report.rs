@@ -123,6 +123,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 }
                 .to_owned(),
                 name: v.name.clone(),
+                previous_state: status.previous.as_str().to_owned(),
                 priority: status.priority,
                 running: true,
                 seconds_in_state: now.duration_since(status.since).as_secs_f64(),
@@ -135,6 +136,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                     .map(|x| format!("{}/{}", x.addr, x.prefix))
                     .collect(),
                 vrid: v.vrid,
+                why: status.why.map(|w| w.describe().to_owned()),
                 worst_margin_ms: status.timing.worst_margin(now).map(millis),
                 worst_send_lateness_ms: status.timing.worst_send_lateness(now).map(millis),
             })
@@ -655,6 +657,24 @@ fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Co
             let l = labels(&[("listener", listener), ("reason", reason)]);
             shed.get_or_create(&l).inc_by(v.load(Relaxed));
         }
+    }
+    let streams = &context.event_streams;
+    let open = Gauge::<i64>::default();
+    open.set(i64::try_from(streams.open.load(Relaxed)).unwrap_or(i64::MAX));
+    r.register(
+        "admin_event_streams",
+        "Event streams (/events) open now",
+        open,
+    );
+    let closed = counters(
+        r,
+        "admin_event_streams_closed",
+        "Event streams closed or turned away by the node: dropped (the client read too slowly), refused (too many open)",
+    );
+    for (reason, v) in [("dropped", &streams.dropped), ("refused", &streams.refused)] {
+        closed
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc_by(v.load(Relaxed));
     }
 }
 

@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// Lock the process's memory in RAM at start (`mlockall`), so no page the election needs is
     /// ever swapped out. Default false.
     pub lock_memory: bool,
+    /// The admin addresses of the pair's other node(s): the console fetches their `/status`
+    /// from here and passes actions on to them. Default: none.
+    pub peer_admin: Vec<SocketAddr>,
 }
 
 /// A token anyone could guess in a few tries is no guard.
@@ -183,6 +186,7 @@ pub(crate) struct RawNode {
     pub healthz_listen: Option<Spanned<String>>,
     pub realtime_priority: Option<Spanned<i64>>,
     pub lock_memory: Option<bool>,
+    pub peer_admin: Option<Vec<Spanned<String>>>,
 }
 
 impl Validator<'_> {
@@ -199,6 +203,7 @@ impl Validator<'_> {
             healthz_listen: None,
             realtime_priority: None,
             lock_memory: None,
+            peer_admin: None,
         });
         let name = match &raw.name {
             Some(name) => {
@@ -282,11 +287,25 @@ impl Validator<'_> {
             None => DEFAULT_HEALTHZ_PATH.to_owned(),
             Some(p) => {
                 let path = p.get_ref();
-                let reserved = ["/livez", "/status", "/metrics", "/swap", "/reload"];
+                let reserved = [
+                    "/livez",
+                    "/status",
+                    "/metrics",
+                    "/swap",
+                    "/reload",
+                    "/events",
+                    "/peers",
+                    "/index.html",
+                    "/console.js",
+                    "/console.css",
+                ];
+                let prefixes = ["/pools/", "/peers/", "/apps/", "/anycast/", "/node/"];
                 if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.len() < 2 {
                     let message = format!("healthz_path {path:?} must be a path like \"/healthz\"");
                     self.error(p.span(), message);
-                } else if reserved.contains(&path.as_str()) || path.starts_with("/pools/") {
+                } else if reserved.contains(&path.as_str())
+                    || prefixes.iter().any(|prefix| path.starts_with(prefix))
+                {
                     let message = format!("healthz_path {path:?} is already an admin endpoint");
                     self.error(p.span(), message);
                 }
@@ -308,6 +327,25 @@ impl Validator<'_> {
             }),
         };
         let realtime_priority = self.int("realtime_priority", &raw.realtime_priority, 0..=99, 0);
+        let mut peer_admin: Vec<SocketAddr> = Vec::new();
+        for peer in raw.peer_admin.iter().flatten() {
+            let Some(addr) = self.addr("peer_admin address", peer) else {
+                continue;
+            };
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                let message =
+                    format!("peer_admin {addr} must name a peer's admin address and port");
+                self.error(peer.span(), message);
+            } else if admin == Some(addr) {
+                let message =
+                    format!("peer_admin {addr} is this node's own admin address; name the peer's");
+                self.error(peer.span(), message);
+            } else if peer_admin.contains(&addr) {
+                self.error(peer.span(), format!("peer_admin {addr} is listed twice"));
+            } else {
+                peer_admin.push(addr);
+            }
+        }
         NodeConfig {
             name,
             threads,
@@ -319,6 +357,7 @@ impl Validator<'_> {
             healthz_listen,
             realtime_priority,
             lock_memory: raw.lock_memory.unwrap_or(false),
+            peer_admin,
         }
     }
 }

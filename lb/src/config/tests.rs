@@ -52,6 +52,7 @@ fn full_example_parses_into_the_expected_struct() {
             healthz_listen: None,
             realtime_priority: 0,
             lock_memory: false,
+            peer_admin: vec![],
         },
         services: vec![ServiceConfig {
             name: "web".into(),
@@ -176,6 +177,7 @@ fn omitted_keys_take_their_documented_defaults() {
             healthz_listen: None,
             realtime_priority: 0,
             lock_memory: false,
+            peer_admin: vec![],
         }
     );
     let service = &config.services[0];

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::Node;
 use crate::admin::{AdminCommand, Announced, BackendSet, Swapped};
 use crate::applications;
+use crate::events::EventKind;
 
 /// How long a swap waits, beyond the longest `stop_timeout`, for the primary's applications
 /// to stop before it hands the role over anyway.
@@ -25,6 +26,14 @@ impl Node {
             }
             AdminCommand::Swap(reply) => {
                 let swapped = self.swap().await;
+                self.publish(EventKind::Swap {
+                    result: match swapped {
+                        Swapped::NothingToHandOver => "not master of any instance".to_owned(),
+                        Swapped::HandingOver { instances } => {
+                            format!("handing {instances} instance(s) over to the peer")
+                        }
+                    },
+                });
                 let _ = reply.send(swapped);
             }
             AdminCommand::SetDrained {
@@ -37,6 +46,13 @@ impl Node {
                     .data_plane
                     .set_drained(&pool, addr, drained)
                     .map(|()| BackendSet { drained });
+                if done.is_ok() {
+                    self.publish(EventKind::Drain {
+                        pool,
+                        backend: addr,
+                        drained,
+                    });
+                }
                 let _ = reply.send(done);
             }
             AdminCommand::App { name, ask, reply } => {

@@ -149,6 +149,9 @@ pub async fn serve(
         data_threads: threads_io,
         stopping: AtomicBool::new(false),
         listeners: Default::default(),
+        events: Arc::new(crate::events::Events::new()),
+        event_streams: Default::default(),
+        peers: Default::default(),
     });
     let node_config = &data_plane.config().node;
     let admin = AdminServer::start(node_config.admin, Endpoint::Admin, context.clone()).await?;
@@ -181,6 +184,14 @@ pub async fn serve(
     // Last: the node announces only once everything else serves.
     let anycast = Announcements::start(&config.anycast, data_plane.pools_health());
     let _ = anycast_statuses.send(anycast.statuses());
+    let event_sources = crate::events::follow::start(
+        &context.events,
+        &context.config,
+        &context.monitor,
+        &context.instance_statuses,
+        &context.apps,
+        &context.anycast,
+    );
     let mut node = Node {
         config_path: config_path.to_owned(),
         data_plane,
@@ -197,6 +208,7 @@ pub async fn serve(
         healthz,
         context,
         reloads,
+        _event_sources: event_sources,
     };
     node.follow_roles();
     let config = node.data_plane.config();
@@ -289,6 +301,16 @@ struct Node {
     healthz: AdminServer,
     context: Arc<AdminContext>,
     reloads: Arc<ReloadCounts>,
+    /// Turn the status channels into events for `/events`; they follow reloads themselves.
+    _event_sources: Tasks,
+}
+
+impl Node {
+    /// Adds an event of the main loop's own (a reload, a drain, a swap) to the log.
+    fn publish(&self, kind: crate::events::EventKind) {
+        let node = &self.data_plane.config().node.name;
+        self.context.events.publish(node, kind);
+    }
 }
 
 impl Node {

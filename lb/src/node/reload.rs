@@ -18,6 +18,13 @@ impl Node {
         sd_notify::notify("RELOADING=1");
         let result = self.try_reload().await;
         sd_notify::notify("READY=1");
+        self.publish(crate::events::EventKind::Reload {
+            ok: result.is_ok(),
+            detail: match &result {
+                Ok(reloaded) => reloaded.to_string(),
+                Err(rejected) => rejected.to_string(),
+            },
+        });
         match &result {
             Ok(reloaded) => {
                 self.reloads

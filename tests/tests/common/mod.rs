@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bird;
+pub mod browser;
 pub mod io_modes;
 pub mod keepalived;
 pub mod netns;

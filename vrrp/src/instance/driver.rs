@@ -397,20 +397,23 @@ impl Driver {
                 Action::SendAdvert { priority } => self.send_advert(priority),
                 Action::AddVips => self.add_vips().await,
                 Action::RemoveVips => self.remove_vips().await,
-                Action::Transition { from, to } => {
+                Action::Transition { from, to, why } => {
                     tracing::info!(
                         instance = %self.config.name,
                         vrid = self.config.election.vrid,
                         from = %from,
                         to = %to,
+                        why = why.as_str(),
                         priority = self.machine.effective_priority(),
-                        "VRRP {}: {from} -> {to}",
+                        "VRRP {}: {from} -> {to} ({why})",
                         self.config.name
                     );
                     // No receiver left is not an error: nobody listens for notify scripts.
-                    let _ = self.transitions.send(Transition { from, to });
+                    let _ = self.transitions.send(Transition { from, to, why });
                     self.status.send_modify(|s| {
                         s.state = to;
+                        s.previous = from;
+                        s.why = Some(why);
                         s.since = Instant::now();
                         s.transitions += 1;
                     });

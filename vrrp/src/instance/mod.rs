@@ -21,7 +21,7 @@ mod driver;
 use driver::{Driver, Sockets};
 
 use crate::accept::Acceptor;
-use crate::machine::{Machine, MachineConfig, State};
+use crate::machine::{Machine, MachineConfig, State, Why};
 use crate::packet::Advert;
 use crate::sys::addr::Addresses;
 use crate::sys::announce::Announcer;
@@ -64,6 +64,10 @@ pub struct Status {
     pub source: Option<IpAddr>,
     pub since: Instant,
     pub transitions: u64,
+    /// The state before the last transition (`INIT` before the first).
+    pub previous: State,
+    /// What made the last transition; `None` before the first.
+    pub why: Option<Why>,
     /// The instance's own link, or a tracked one, is down (FAULT of its own making, as
     /// opposed to a [`Command::ExternalFault`]).
     pub link_fault: bool,
@@ -81,6 +85,7 @@ pub struct Status {
 pub struct Transition {
     pub from: State,
     pub to: State,
+    pub why: Why,
 }
 
 /// Transitions buffered per subscriber; far more than any burst of role changes.
@@ -256,6 +261,8 @@ impl Instance {
             source: Some(source),
             since: now,
             transitions: 0,
+            previous: State::Initialize,
+            why: None,
             link_fault: false,
             adverts_sent: 0,
             adverts_received: 0,

@@ -53,8 +53,8 @@ fn master(config: MachineConfig, now: Instant) -> (Machine, Instant) {
     (m, at)
 }
 
-fn transition(from: State, to: State) -> Action {
-    Action::Transition { from, to }
+fn transition(from: State, to: State, why: Why) -> Action {
+    Action::Transition { from, to, why }
 }
 
 #[test]
@@ -155,7 +155,10 @@ fn startup_enters_backup_with_a_full_master_down_timer() {
     let now = Instant::now();
     let mut m = Machine::new(config(100)).unwrap();
     let actions = m.handle(now, Input::Startup);
-    assert_eq!(actions, [transition(State::Initialize, State::Backup)]);
+    assert_eq!(
+        actions,
+        [transition(State::Initialize, State::Backup, Why::Started)]
+    );
     assert_eq!(m.state(), State::Backup);
     assert_eq!(
         m.next_timeout(),
@@ -178,7 +181,7 @@ fn owner_goes_straight_to_master_on_startup() {
         [
             Action::SendAdvert { priority: 255 },
             Action::AddVips,
-            transition(State::Initialize, State::Master),
+            transition(State::Initialize, State::Master, Why::Owner),
         ]
     );
     assert_eq!(m.next_timeout(), Some(now + SEC));
@@ -198,7 +201,7 @@ fn master_down_timer_makes_master_then_adverts_follow_every_interval() {
         [
             Action::SendAdvert { priority: 100 },
             Action::AddVips,
-            transition(State::Backup, State::Master),
+            transition(State::Backup, State::Master, Why::MasterDown),
         ]
     );
     for k in 1..=3 {
@@ -238,7 +241,10 @@ fn master_steps_down_only_for_a_better_advert() {
 
     assert_eq!(
         m.handle(t, advert(HIGHER_ADDR, 100, SEC)),
-        [Action::RemoveVips, transition(State::Master, State::Backup)]
+        [
+            Action::RemoveVips,
+            transition(State::Master, State::Backup, Why::BetterMaster)
+        ]
     );
     assert_eq!(m.master(), Some(HIGHER_ADDR));
     assert_eq!(m.next_timeout(), Some(t + m.master_down_interval()));
@@ -395,7 +401,7 @@ fn fault_releases_a_master_and_recovery_starts_over_as_backup() {
         [
             Action::SendAdvert { priority: 0 },
             Action::RemoveVips,
-            transition(State::Master, State::Fault),
+            transition(State::Master, State::Fault, Why::Fault),
         ]
     );
     assert_eq!(m.next_timeout(), None);
@@ -408,7 +414,7 @@ fn fault_releases_a_master_and_recovery_starts_over_as_backup() {
     let back = at + SEC * 20;
     assert_eq!(
         m.handle(back, Input::Fault(false)),
-        [transition(State::Fault, State::Backup)]
+        [transition(State::Fault, State::Backup, Why::FaultCleared)]
     );
     assert_eq!(m.next_timeout(), Some(back + m.master_down_interval()));
 }
@@ -423,7 +429,7 @@ fn fault_recovery_of_an_owner_goes_straight_to_master() {
         [
             Action::SendAdvert { priority: 255 },
             Action::AddVips,
-            transition(State::Fault, State::Master),
+            transition(State::Fault, State::Master, Why::Owner),
         ]
     );
 }
@@ -435,14 +441,14 @@ fn a_fault_before_startup_is_remembered() {
     assert!(m.handle(now, Input::Fault(true)).is_empty());
     assert_eq!(
         m.handle(now, Input::Startup),
-        [transition(State::Initialize, State::Fault)]
+        [transition(State::Initialize, State::Fault, Why::Fault)]
     );
     assert_eq!(m.next_timeout(), None);
     // Shutdown from Fault keeps the flag: the next Startup is in Fault again.
     m.handle(now, Input::Shutdown);
     assert_eq!(
         m.handle(now, Input::Startup),
-        [transition(State::Initialize, State::Fault)]
+        [transition(State::Initialize, State::Fault, Why::Fault)]
     );
 }
 
@@ -455,7 +461,7 @@ fn shutdown_sends_priority_zero_from_master_and_returns_to_initialize() {
         [
             Action::SendAdvert { priority: 0 },
             Action::RemoveVips,
-            transition(State::Master, State::Initialize),
+            transition(State::Master, State::Initialize, Why::Shutdown),
         ]
     );
     assert_eq!(m.next_timeout(), None);
@@ -464,7 +470,7 @@ fn shutdown_sends_priority_zero_from_master_and_returns_to_initialize() {
     let mut b = started(config(100), at);
     assert_eq!(
         b.handle(at, Input::Shutdown),
-        [transition(State::Backup, State::Initialize)]
+        [transition(State::Backup, State::Initialize, Why::Shutdown)]
     );
 }
 
@@ -476,7 +482,7 @@ fn relinquish_resigns_and_then_follows_a_lower_priority_master() {
         [
             Action::SendAdvert { priority: 0 },
             Action::RemoveVips,
-            transition(State::Master, State::Backup),
+            transition(State::Master, State::Backup, Why::Relinquished),
         ]
     );
     assert_eq!(m.next_timeout(), Some(at + m.master_down_interval()));
@@ -600,10 +606,11 @@ fn a_master_that_stopped_while_adverts_waited_is_taken_over_one_grace_later() {
     );
     // Served late again: no second grace.
     let later = now + mdi + SEC;
-    assert!(
-        m.handle(later, Input::Timeout)
-            .contains(&transition(State::Backup, State::Master))
-    );
+    assert!(m.handle(later, Input::Timeout).contains(&transition(
+        State::Backup,
+        State::Master,
+        Why::MasterDown
+    )));
     assert_eq!(m.held_up(), None);
 }
 
@@ -654,7 +661,7 @@ fn a_backup_served_late_listens_as_long_again_before_taking_over() {
         // And with no advert in it, the takeover comes at its end.
         assert!(
             m.handle(served + late, Input::Timeout)
-                .contains(&transition(State::Backup, State::Master))
+                .contains(&transition(State::Backup, State::Master, Why::MasterDown))
         );
     }
 }
@@ -767,7 +774,7 @@ fn handle_into_appends_to_a_kept_vector() {
         [
             Action::SendAdvert { priority: 100 },
             Action::AddVips,
-            transition(State::Backup, State::Master)
+            transition(State::Backup, State::Master, Why::MasterDown)
         ]
     );
     out.clear();
@@ -853,11 +860,12 @@ proptest! {
                 let before = m.state();
                 let actions = m.handle(now, input);
                 let mut state = before;
-                let entering = Action::Transition { from: before, to: State::Master };
-                let to_master = actions.contains(&entering);
+                let to_master = actions.iter().any(|a| {
+                    matches!(a, Action::Transition { from, to: State::Master, .. } if *from == before)
+                });
                 for a in &actions {
                     match a {
-                        Action::Transition { from, to } => {
+                        Action::Transition { from, to, .. } => {
                             prop_assert_eq!(*from, state);
                             prop_assert_ne!(from, to);
                             state = *to;
@@ -888,5 +896,42 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// The reason a backup gives for taking over says what the master did: it went silent,
+/// resigned, or was preempted.
+#[test]
+fn a_takeover_says_whether_the_master_went_silent_resigned_or_was_preempted() {
+    let now = Instant::now();
+    let takeover = |m: &mut Machine| {
+        let due = m.next_timeout().unwrap();
+        m.handle(due, Input::Timeout)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Transition { why, .. } => Some(why),
+                _ => None,
+            })
+    };
+    let mut silent = started(config(100), now);
+    silent.handle(now, advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(takeover(&mut silent), Some(Why::MasterDown));
+
+    let mut resigned = started(config(100), now);
+    resigned.handle(now, advert(HIGHER_ADDR, 200, SEC));
+    resigned.handle(now + ms(500), advert(HIGHER_ADDR, 0, SEC));
+    assert_eq!(takeover(&mut resigned), Some(Why::MasterResigned));
+
+    let mut preempting = started(config(200), now);
+    preempting.handle(now, advert(LOWER_ADDR, 100, SEC));
+    assert_eq!(takeover(&mut preempting), Some(Why::Preempted));
+
+    // A better master heard again after a discarded lower one: its silence is a master down.
+    let mut again = started(config(150), now);
+    again.handle(now, advert(LOWER_ADDR, 100, SEC));
+    again.handle(now + ms(100), advert(HIGHER_ADDR, 200, SEC));
+    assert_eq!(takeover(&mut again), Some(Why::MasterDown));
+    for why in [Why::Started, Why::Preempted, Why::Shutdown] {
+        assert!(!why.describe().is_empty() && !why.as_str().contains(' '));
     }
 }

@@ -182,7 +182,7 @@ impl Net {
                 assert!(self.nodes[i].holds_vips, "node {i} removes VIPs it lacks");
                 self.nodes[i].holds_vips = false;
             }
-            Action::Transition { from, to } => {
+            Action::Transition { from, to, .. } => {
                 // The caller's contract: VIPs are held exactly while Master.
                 assert_eq!(self.nodes[i].holds_vips, to == State::Master);
                 self.log.push((now, i, from, to));

@@ -329,3 +329,52 @@ fn lock_memory_is_a_boolean_and_off_by_default() {
     assert!(!lock("lock_memory = false"));
     assert_error(&node_with("lock_memory = \"yes\""), 2, 15, "invalid type");
 }
+
+#[test]
+fn peer_admin_names_the_peers_admin_addresses() {
+    let config = parse(
+        &node_with("peer_admin = [\"10.0.0.2:9090\", \"[fd00::2]:9090\"]"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        config.node.peer_admin,
+        [addr("10.0.0.2:9090"), addr("[fd00::2]:9090")]
+    );
+    assert_error(
+        &node_with("peer_admin = [\"10.0.0.2\"]"),
+        2,
+        15,
+        "peer_admin address",
+    );
+    assert_error(
+        &node_with("peer_admin = [\"127.0.0.1:9090\"]"),
+        2,
+        15,
+        "this node's own admin address",
+    );
+    assert_error(
+        &node_with("peer_admin = [\"10.0.0.2:9090\", \"10.0.0.2:9090\"]"),
+        2,
+        32,
+        "listed twice",
+    );
+    assert_error(
+        &node_with("peer_admin = [\"0.0.0.0:9090\"]"),
+        2,
+        15,
+        "must name a peer's admin address",
+    );
+}
+
+#[test]
+fn healthz_path_cannot_hide_the_console_or_the_event_stream() {
+    for path in ["/events", "/peers", "/console.js", "/peers/x", "/apps/x"] {
+        assert_error(
+            &node_with(&format!("healthz_path = \"{path}\"")),
+            2,
+            16,
+            "already an admin endpoint",
+        );
+    }
+}
