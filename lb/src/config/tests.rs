@@ -55,6 +55,7 @@ fn full_example_parses_into_the_expected_struct() {
         },
         services: vec![ServiceConfig {
             name: "web".into(),
+            protocol: Protocol::Tcp,
             listen: addr("127.0.0.1:8080"),
             pool: "web".into(),
             balance: Balance::LeastConn,
@@ -67,6 +68,8 @@ fn full_example_parses_into_the_expected_struct() {
             proxy_protocol: Some(ProxyProtocol::V2),
             backlog: 4096,
             freebind: true,
+            responses: 0,
+            max_flows: 0,
         }],
         pools: vec![PoolConfig {
             name: "web".into(),
