@@ -28,7 +28,11 @@ impl UdpBackend {
     }
 
     pub fn start_on(name: &str, addr: SocketAddr) -> Self {
-        let socket = UdpSocket::bind(addr).expect("bind a UDP backend");
+        Self::from_socket(name, UdpSocket::bind(addr).expect("bind a UDP backend"))
+    }
+
+    /// A backend serving on `socket` (e.g. one bound inside a test's network namespace).
+    pub fn from_socket(name: &str, socket: UdpSocket) -> Self {
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
