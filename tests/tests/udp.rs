@@ -91,6 +91,16 @@ fn a_flow_sticks_to_one_backend_and_flows_spread_round_robin() {
     assert_eq!(s["datagrams_out"], 48);
     let b = backend(node.admin, a.addr);
     assert!(b["datagrams_in"].as_u64().unwrap() > 0, "{b}");
+    let (_, metrics) = common::admin(node.admin, "GET", "/metrics", false);
+    for line in [
+        "tandem_service_datagrams_total{service=\"dns\",direction=\"in\"} 48",
+        "tandem_service_datagrams_total{service=\"dns\",direction=\"out\"} 48",
+        "tandem_service_flows_total{service=\"dns\"} 8",
+        "tandem_service_datagrams_dropped_total{service=\"dns\",reason=\"no_backend\"} 0",
+        "tandem_service_flow_ends_total{service=\"dns\",reason=\"answered\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]

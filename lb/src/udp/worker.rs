@@ -144,8 +144,9 @@ pub async fn run(
         if state.draining && state.table.is_empty() {
             break;
         }
+        // Unbiased: under a flood of client datagrams the socket is always ready, and the
+        // replies (epoll) and the expiry timer must still get their turns.
         tokio::select! {
-            biased;
             () = &mut stopped, if !state.draining => {
                 state.draining = true;
                 tracing::debug!(%listen, flows = state.table.len(), "UDP worker draining");
