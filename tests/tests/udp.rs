@@ -155,12 +155,13 @@ fn responses_1_ends_a_flow_at_its_reply() {
 #[test]
 fn an_idle_flow_ends_after_idle_timeout_and_an_active_one_does_not() {
     let a = UdpBackend::start("a");
-    let node = start(1, &[&a], "idle_timeout = \"400ms\"");
+    let node = start(1, &[&a], "idle_timeout = \"1s\"");
     let quiet = UdpClient::new(node.listen);
     let busy = UdpClient::new(node.listen);
     quiet.ask(b"once").expect("reply");
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1200) {
+    // A datagram every 100 ms keeps a flow 10 times inside its idle_timeout.
+    while started.elapsed() < Duration::from_millis(2500) {
         busy.ask(b"again").expect("reply");
         thread::sleep(Duration::from_millis(100));
     }
@@ -225,7 +226,7 @@ fn the_flows_of_a_dead_backend_move_on_their_next_datagram() {
 fn a_udp_health_check_takes_a_silent_backend_down_and_brings_it_back() {
     let a = UdpBackend::start("a");
     let b = UdpBackend::start("b");
-    let health = r#"health = { kind = "udp", send = "ping", expect = "a", interval = "100ms", timeout = "80ms", rise = 2, fall = 2 }"#;
+    let health = r#"health = { kind = "udp", send = "ping", expect = "a", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }"#;
     let ip = IpAddr::V4(loopback_ip());
     let listen = free_udp_addr(ip);
     let admin = free_addr(ip);
