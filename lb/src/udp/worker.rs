@@ -216,8 +216,18 @@ impl State {
         // A run: consecutive slots of one flow, sent in one call.
         let mut run: Option<(FlowId, usize)> = None;
         for i in 0..n {
-            let Some(client) = self.requests.peer(i) else {
-                continue;
+            let client = match self.requests.peer(i) {
+                Some(client) if !self.requests.truncated(i) => client,
+                cut_or_unaddressed => {
+                    // Not forwarded: the run so far goes, and this slot is left out of it.
+                    if let Some((current, start)) = run.take() {
+                        self.send_run(current, start..i);
+                    }
+                    if cut_or_unaddressed.is_some() {
+                        generation.stats.drops.add(DropReason::Truncated.index(), 1);
+                    }
+                    continue;
+                }
             };
             let same = run.is_some_and(|(current, _)| self.table.client(current) == Some(client));
             let id = if same {
@@ -227,14 +237,9 @@ impl State {
                 if let Some((current, start)) = run.take() {
                     self.send_run(current, start..i);
                 }
-                if self.requests.truncated(i) {
-                    generation.stats.drops.add(DropReason::Truncated.index(), 1);
-                    None
-                } else {
-                    let id = self.flow_for(client, &generation, now, io);
-                    run = id.map(|id| (id, i));
-                    id
-                }
+                let id = self.flow_for(client, &generation, now, io);
+                run = id.map(|id| (id, i));
+                id
             };
             if let Some(id) = id {
                 if let Some(flow) = self.table.get_mut(id) {
