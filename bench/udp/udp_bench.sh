@@ -79,13 +79,23 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
+# forwarded: datagrams Tandem's services have passed to backends so far (from /status), to
+# tell what the proxy forwarded from what the backend took (a backend sharing the CPU drops
+# some at its own socket).
+forwarded() {
+  curl -s "http://$TA_ADMIN/status" |
+    python3 -c 'import json,sys; print(sum(s["datagrams_in"] for s in json.load(sys.stdin)["services"]))'
+}
+
 # run NAME PROXY_PID TEST ARGS...: one round; prints "NAME TEST rate cpu_us_per_datagram".
 run() {
-  local name=$1 pid=$2 test=$3 out rate before after cpu
+  local name=$1 pid=$2 test=$3 out rate before after cpu f0=0 f1=0
   shift 3
   before=0; [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+  [ "$name" = tandem ] && f0=$(forwarded)
   out=$(taskset -c "$CPU" "$load" "$@")
   after=0; [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+  [ "$name" = tandem ] && f1=$(forwarded) && out="$out forwarded_per_s $(((f1 - f0) / SECS))"
   case $test in
     rr) rate=$(awk '{print $3}' <<<"$out") ;;
     *) rate=$(awk '{print $5}' <<<"$out") ;;
