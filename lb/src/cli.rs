@@ -413,7 +413,7 @@ fn render_status(status: &contract::Status) -> String {
         }
     }
     out.push_str("\nSERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED\n");
-    for x in &status.services {
+    for x in status.services.iter().filter(|x| x.protocol != "udp") {
         out.push_str(&format!(
             "{:<10} {:<22} {:>6}  {:>8}  {:>7}\n",
             x.name,
@@ -422,6 +422,28 @@ fn render_status(status: &contract::Status) -> String {
             x.accepted,
             x.refused
         ));
+    }
+    let udp: Vec<_> = status
+        .services
+        .iter()
+        .filter(|x| x.protocol == "udp")
+        .collect();
+    if !udp.is_empty() {
+        out.push_str(
+            "\nUDP SERVICE LISTEN                 FLOWS   STARTED  DGRAMS IN  DGRAMS OUT  DROPPED\n",
+        );
+        for x in udp {
+            out.push_str(&format!(
+                "{:<11} {:<22} {:>5}  {:>8}  {:>9}  {:>10}  {:>7}\n",
+                x.name,
+                x.listen.to_string(),
+                x.active,
+                x.accepted,
+                x.datagrams_in,
+                x.datagrams_out,
+                x.drops.values().sum::<u64>()
+            ));
+        }
     }
     out.push_str(
         "\nPOOL       BACKEND                ROLE     STATE     ACTIVE  TOTAL  LAST ERROR\n",
@@ -531,7 +553,15 @@ mod tests {
     /// The CLI's table, from the same typed document the server sends.
     #[test]
     fn the_status_table_renders_from_the_typed_document() {
-        let status = contract::tests::sample();
+        let mut status = contract::tests::sample();
+        let mut dns = status.services[0].clone();
+        dns.name = "dns".into();
+        dns.protocol = "udp".into();
+        dns.listen = "10.0.0.53:53".parse().unwrap();
+        dns.datagrams_in = 1200;
+        dns.datagrams_out = 1190;
+        dns.drops = [("no_backend".to_owned(), 4), ("max_flows".to_owned(), 6)].into();
+        status.services.push(dns);
         let table = render_status(&status);
         let expected = "\
 node lb1  healthz secondary
@@ -548,6 +578,9 @@ db         primary of v4       restarting  -               2  the program ended 
 
 SERVICE    LISTEN                 ACTIVE  ACCEPTED  REFUSED
 svc        0.0.0.0:8080                1         5        0
+
+UDP SERVICE LISTEN                 FLOWS   STARTED  DGRAMS IN  DGRAMS OUT  DROPPED
+dns         10.0.0.53:53               1         5       1200        1190       10
 
 POOL       BACKEND                ROLE     STATE     ACTIVE  TOTAL  LAST ERROR
 web        10.0.0.1:80            primary  up             1      7  connection refused

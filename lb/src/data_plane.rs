@@ -16,11 +16,12 @@ use healthcheck::monitor::Monitor;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::generation::{self, ServiceGeneration};
 use crate::health::{self, PoolsHealth};
 use crate::proxy::listener::{self, Listener};
 use crate::registry::Registry;
+use crate::udp::listener::{self as udp_listener, UdpListener};
 
 /// A listen address of the new config could not be bound: nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,8 @@ pub struct DataPlane {
     config: Config,
     registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, Listener>,
+    /// The UDP services' sockets and workers, by address (a TCP service may share it).
+    udp: HashMap<SocketAddr, UdpListener>,
     /// The data runtimes: every listening address gets one socket on each.
     runtimes: Vec<tokio::runtime::Handle>,
     sessions: TaskTracker,
@@ -97,6 +100,7 @@ impl DataPlane {
             config: empty,
             registry,
             listeners: HashMap::new(),
+            udp: HashMap::new(),
             runtimes,
             sessions: TaskTracker::new(),
             monitor,
@@ -207,8 +211,22 @@ impl DataPlane {
         // a listening socket resets the clients in its queue. (IP_FREEBIND only matters at
         // bind time, and the backlog is changed in place below.)
         let mut fresh = Vec::new();
+        let mut fresh_udp = Vec::new();
         for service in &services {
             let c = &service.config;
+            if c.protocol == Protocol::Udp {
+                if !self.udp.contains_key(&c.listen) {
+                    let bound = udp_listener::bind(c.listen, c.freebind, &self.runtimes).map_err(
+                        |source| BindError {
+                            service: c.name.clone(),
+                            addr: c.listen,
+                            source,
+                        },
+                    )?;
+                    fresh_udp.push((service.clone(), bound));
+                }
+                continue;
+            }
             if !self.listeners.contains_key(&c.listen) {
                 let bound = listener::bind(c.listen, c.backlog, c.freebind, &self.runtimes)
                     .map_err(|source| BindError {
@@ -228,8 +246,16 @@ impl DataPlane {
             summary: config.summary(),
             ..ReloadSummary::default()
         };
-        let by_addr: HashMap<SocketAddr, &Arc<ServiceGeneration>> =
-            services.iter().map(|s| (s.config.listen, s)).collect();
+        let by_addr: HashMap<SocketAddr, &Arc<ServiceGeneration>> = services
+            .iter()
+            .filter(|s| s.config.protocol == Protocol::Tcp)
+            .map(|s| (s.config.listen, s))
+            .collect();
+        let udp_by_addr: HashMap<SocketAddr, &Arc<ServiceGeneration>> = services
+            .iter()
+            .filter(|s| s.config.protocol == Protocol::Udp)
+            .map(|s| (s.config.listen, s))
+            .collect();
         let old_names: HashMap<SocketAddr, String> = self
             .listeners
             .iter()
@@ -269,6 +295,33 @@ impl DataPlane {
         for listener in retired {
             tokio::spawn(listener.stop());
         }
+        // UDP: kept addresses get the new generation (new flows use it; open flows keep
+        // theirs), new ones start, removed ones drain their flows and close.
+        for (addr, listener) in &mut self.udp {
+            if let Some(service) = udp_by_addr.get(addr) {
+                listener.generation.store(Arc::clone(service));
+                summary.kept += 1;
+            }
+        }
+        for (service, bound) in fresh_udp {
+            summary.added.push(service.config.name.clone());
+            let listener = UdpListener::start(bound, service.clone(), &self.sessions);
+            self.udp.insert(service.config.listen, listener);
+        }
+        let gone: Vec<SocketAddr> = self
+            .udp
+            .keys()
+            .filter(|a| !udp_by_addr.contains_key(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(listener) = self.udp.remove(&addr) {
+                summary
+                    .removed
+                    .push(listener.generation.load().config.name.clone());
+                listener.stop();
+            }
+        }
         self.registry.retain(&config);
         health::publish(&self.pools, health::pools_health(&config, &self.registry));
         self.running.send_replace(Arc::new(config.clone()));
@@ -276,9 +329,13 @@ impl DataPlane {
         Ok(summary)
     }
 
-    /// Stops accepting everywhere, then waits up to `deadline` for open connections to end.
-    /// Returns how many were still open when it gave up.
+    /// Stops accepting everywhere (UDP: starting flows), then waits up to `deadline` for open
+    /// connections and flows to end. Returns how many TCP connections and UDP workers were
+    /// still open when it gave up.
     pub async fn shutdown(self, deadline: Duration) -> usize {
+        for (_, listener) in self.udp {
+            listener.stop();
+        }
         for (_, listener) in self.listeners {
             listener.stop().await;
         }

@@ -91,6 +91,11 @@ pub fn check_spec(health: &HealthConfig) -> CheckSpec {
                 .expect("validated config: `expect` parses as a status matcher"),
             body: body.clone(),
         },
+        HealthCheck::Udp { addr, send, expect } => CheckSpec::Udp {
+            addr: *addr,
+            send: send.clone(),
+            expect: expect.clone(),
+        },
         HealthCheck::Command { argv } => CheckSpec::Command { argv: argv.clone() },
         HealthCheck::Process { name, pidfile } => CheckSpec::Process {
             target: match (name, pidfile) {

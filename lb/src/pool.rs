@@ -19,7 +19,7 @@ use crate::config::{Balance, Ejection, PoolConfig, Role};
 #[derive(Debug)]
 pub struct BackendState {
     pub addr: SocketAddr,
-    /// Connections relayed to this backend right now.
+    /// Connections relayed to this backend right now (UDP: flows open to it).
     pub active: AtomicU64,
     /// Connections successfully established since start.
     pub total: AtomicU64,
@@ -31,6 +31,9 @@ pub struct BackendState {
     pub bytes_in: AtomicU64,
     /// Bytes from this backend to clients.
     pub bytes_out: AtomicU64,
+    /// UDP datagrams from clients to this backend, and back.
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
     /// False when health checks (or passive ejection) found the backend down.
     pub up: AtomicBool,
     /// True when an operator drained it: no new connections, existing ones finish.
@@ -54,6 +57,8 @@ impl BackendState {
             consecutive_failures: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            datagrams_in: AtomicU64::new(0),
+            datagrams_out: AtomicU64::new(0),
             up: AtomicBool::new(true),
             drained: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
@@ -128,6 +133,30 @@ impl Backend {
                 .ok()?;
         }
         Some(Slot { backend: self })
+    }
+}
+
+impl Backend {
+    /// As [`Backend::try_acquire`], for a hold that outlives the borrow of its generation
+    /// (a UDP flow, kept in a flow table).
+    pub fn try_hold(&self) -> Option<Hold> {
+        let slot = self.try_acquire()?;
+        std::mem::forget(slot);
+        Some(Hold {
+            state: self.state.clone(),
+        })
+    }
+}
+
+/// A UDP flow's hold on a backend: counted in `active` until dropped.
+#[derive(Debug)]
+pub struct Hold {
+    pub state: Arc<BackendState>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.state.active.fetch_sub(1, Relaxed);
     }
 }
 

@@ -1,5 +1,8 @@
 //! Per-service counters. They live in the [`crate::registry::Registry`] keyed by service name,
 //! so a reload that keeps a service keeps its counts.
+//!
+//! A UDP service counts its flows where a TCP service counts connections (`accepted`,
+//! `active`, `refused`, `idle_timeouts`), and its datagrams, drops and flow ends besides.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +31,14 @@ pub struct ServiceStats {
     pub sources: Sources,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// UDP: datagrams passed from clients to backends.
+    pub datagrams_in: AtomicU64,
+    /// UDP: datagrams passed from backends to clients.
+    pub datagrams_out: AtomicU64,
+    /// UDP: datagrams dropped, by [`DropReason`].
+    pub drops: Counts<{ DropReason::ALL.len() }>,
+    /// UDP: flows ended, by [`FlowEnd`] (idling out is also in `idle_timeouts`).
+    pub flow_ends: Counts<{ FlowEnd::ALL.len() }>,
     /// Woken when a connection ends, so an accept loop held at `max_conns` can go on.
     pub slot_freed: Notify,
 }
@@ -57,9 +68,141 @@ impl ServiceStats {
         taken
     }
 
+    /// UDP: counts a flow open if fewer than `max` are (0: no limit), in one atomic step as
+    /// [`ServiceStats::try_open`]; `accepted` is counted once the flow has its backend.
+    pub fn try_hold_flow(&self, max: u32) -> bool {
+        if max == 0 {
+            self.active.fetch_add(1, Relaxed);
+            return true;
+        }
+        let max = u64::from(max);
+        self.active
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
         self.slot_freed.notify_one();
+    }
+}
+
+/// Counters indexed by a reason.
+#[derive(Debug)]
+pub struct Counts<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Counts<N> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> Counts<N> {
+    pub fn add(&self, index: usize, n: u64) {
+        if let Some(counter) = self.0.get(index) {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn get(&self, index: usize) -> u64 {
+        self.0.get(index).map_or(0, |c| c.load(Relaxed))
+    }
+}
+
+/// Why a UDP service dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The first datagram of a flow, and no backend usable.
+    NoBackend,
+    /// The first datagram of a flow, and the service at `max_flows`.
+    MaxFlows,
+    /// The first datagram of a flow while the service drains (stopping, or removed by a
+    /// reload): only flows already open are served.
+    Draining,
+    /// No socket for a new flow: this process is out of descriptors, memory or ports.
+    LocalResources,
+    /// The socket's send buffer was full (a client or backend not keeping up).
+    BufferFull,
+    /// The kernel refused to send it (another error).
+    SendFailed,
+    /// Sent to a backend that answered with an ICMP port unreachable.
+    BackendRefused,
+    /// Longer than the 64 KiB a datagram can be (never from a kernel that keeps to UDP).
+    Truncated,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        Self::NoBackend,
+        Self::MaxFlows,
+        Self::Draining,
+        Self::LocalResources,
+        Self::BufferFull,
+        Self::SendFailed,
+        Self::BackendRefused,
+        Self::Truncated,
+    ];
+
+    /// The label in `/status` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoBackend => "no_backend",
+            Self::MaxFlows => "max_flows",
+            Self::Draining => "draining",
+            Self::LocalResources => "local_resources",
+            Self::BufferFull => "buffer_full",
+            Self::SendFailed => "send_failed",
+            Self::BackendRefused => "backend_refused",
+            Self::Truncated => "truncated",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a UDP flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEnd {
+    /// Nothing moved either way for `idle_timeout`.
+    Idle,
+    /// Every request had its `responses`.
+    Answered,
+    /// Its thread's flow table was full and this flow had been quiet longest.
+    Evicted,
+    /// Its backend went down (or was ejected): the client's next datagram picks again.
+    BackendDown,
+    /// Its backend answered with an ICMP port unreachable.
+    Refused,
+    /// The node stopped before it ended.
+    Stopped,
+}
+
+impl FlowEnd {
+    pub const ALL: [FlowEnd; 6] = [
+        Self::Idle,
+        Self::Answered,
+        Self::Evicted,
+        Self::BackendDown,
+        Self::Refused,
+        Self::Stopped,
+    ];
+
+    /// The label in `/status` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Answered => "answered",
+            Self::Evicted => "evicted",
+            Self::BackendDown => "backend_down",
+            Self::Refused => "refused",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

@@ -7,6 +7,8 @@
 //!
 //! - [`uring`]: one io_uring per data thread, its provided receive buffers, sockets whose
 //!   operations go through it, and the start-up probe that proves it wakes its thread.
+//! - [`datagrams`]: batches of datagrams moved by one `recvmmsg` or `sendmmsg` each (UDP
+//!   services).
 //! - [`reactor`]: registering an owned socket with tokio's reactor.
 //! - [`socket`]: what socket2 leaves to raw code: a receive with its control messages (and the
 //!   kernel's receive timestamp), and a link-layer (`AF_PACKET`) destination address.
@@ -17,6 +19,7 @@
 //!   path allocates nothing.
 
 pub mod alloc_count;
+pub mod datagrams;
 pub mod memory;
 pub mod process;
 pub mod reactor;

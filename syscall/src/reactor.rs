@@ -20,3 +20,13 @@ pub fn register(socket: Socket, interest: Interest) -> io::Result<AsyncFd<Socket
     // until the AsyncFd drops it or hands it back (`into_inner`).
     unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(io::Error::from)
 }
+
+/// As [`register`], for any other descriptor the caller owns (an epoll instance).
+pub fn register_owned(
+    fd: std::os::fd::OwnedFd,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an `OwnedFd` owns its descriptor, so it stays open and names the same object
+    // until the AsyncFd drops it or hands it back.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+}

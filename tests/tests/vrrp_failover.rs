@@ -518,3 +518,53 @@ fn the_election_thread_runs_at_the_realtime_priority_asked_for_with_memory_locke
         "{policies:?}"
     );
 }
+
+#[test]
+fn udp_on_the_vip_fails_over_with_it() {
+    use common::netns::in_netns;
+    use common::udp::{UdpBackend, UdpClient};
+    let Some(rack) = Rack::new("vrrp udp") else {
+        return;
+    };
+    let _backends = rack.backends();
+    // Each node's DNS-like backend, named after it, on its namespace's loopback.
+    let _udp: Vec<UdpBackend> = (0..2)
+        .map(|i| {
+            let socket = in_netns(&rack.lbs[i], || {
+                std::net::UdpSocket::bind("127.0.0.1:9053").expect("bind")
+            });
+            UdpBackend::from_socket(&rack.name(i), socket)
+        })
+        .collect();
+    let udp_service = format!(
+        "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = \"{}:53\"\npool = \"dns\"\n\
+         responses = 1\n\n[[pool]]\nname = \"dns\"\nbackends = [{{ addr = \"127.0.0.1:9053\" }}]\n\n\
+         [[vrrp]]",
+        rack.vip
+    );
+    let config = |i: usize, priority: u8| {
+        rack.config(&rack.name(i), priority, "")
+            .replacen("[[vrrp]]", &udp_service, 1)
+    };
+    let lb1 = rack.start_config(0, &config(0, 150));
+    lb1.wait_log("BACKUP -> MASTER", 1);
+    // The backup binds the VIP's UDP port too (freebind), before it holds the address.
+    let lb2 = rack.start_config(1, &config(1, 100));
+    rack.wait_master(0, &[&lb1, &lb2]);
+    let vip = std::net::SocketAddr::from((rack.vip, 53));
+    let ask = || {
+        in_netns(&rack.client, move || {
+            UdpClient::from(std::net::Ipv4Addr::UNSPECIFIED, vip).which(b"query", 2)
+        })
+    };
+    assert_eq!(ask().as_deref(), Some("lb1"));
+    let mut lb1 = lb1;
+    lb1.signal(rustix::process::Signal::KILL);
+    lb1.wait_exit();
+    wait_until(
+        &format!("lb2 answers UDP on the VIP\n{}", lb2.log_text()),
+        || ask().as_deref() == Some("lb2"),
+    );
+    drop(lb2);
+    drop(rack);
+}

@@ -8,6 +8,7 @@ mod http;
 mod icmp;
 mod process;
 mod tcp;
+mod udp;
 
 use std::fmt;
 use std::io;
@@ -21,6 +22,7 @@ use http::http;
 use icmp::icmp;
 use process::process;
 use tcp::tcp;
+use udp::udp;
 
 /// What to probe, and what counts as alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,13 @@ pub enum CheckSpec {
     Tcp {
         addr: SocketAddr,
         send: Option<Vec<u8>>,
+        expect: Option<Vec<u8>>,
+    },
+    /// Send `send` as one datagram from a fresh socket connected to `addr`; a reply (starting
+    /// with `expect`, if set) must come back. An ICMP port unreachable fails at once.
+    Udp {
+        addr: SocketAddr,
+        send: Vec<u8>,
         expect: Option<Vec<u8>>,
     },
     /// One HTTP/1.1 request on a fresh connection; the status must match `expect` and, if
@@ -251,6 +260,9 @@ pub async fn probe(spec: &CheckSpec, timeout: Duration) -> Result<(), CheckError
         CheckSpec::Command { argv } => command(argv, timeout).await,
         CheckSpec::Tcp { addr, send, expect } => {
             bounded(timeout, tcp(*addr, send.as_deref(), expect.as_deref())).await
+        }
+        CheckSpec::Udp { addr, send, expect } => {
+            bounded(timeout, udp(*addr, send, expect.as_deref())).await
         }
         CheckSpec::Http {
             addr,

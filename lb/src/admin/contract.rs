@@ -204,29 +204,52 @@ impl IdleInstance {
     }
 }
 
-/// A service: a listener and the pool it sends to.
+/// A service: a listener and the pool it sends to. A UDP service counts flows where a TCP
+/// service counts connections (`accepted`, `active`, `refused`, `idle_timeouts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
-    /// Client connections accepted since start.
+    /// Client connections (UDP: flows) accepted since start.
     pub accepted: u64,
-    /// Client connections open now.
+    /// Client connections (UDP: flows) open now.
     pub active: u64,
     pub balance: String,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// UDP: datagrams from clients passed to backends.
+    #[serde(default)]
+    pub datagrams_in: u64,
+    /// UDP: datagrams from backends passed to clients.
+    #[serde(default)]
+    pub datagrams_out: u64,
+    /// UDP: datagrams dropped, by reason (`no_backend`, `max_flows`, `draining`,
+    /// `local_resources`, `buffer_full`, `send_failed`, `backend_refused`, `truncated`);
+    /// empty for TCP.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
     /// Connections closed because no byte moved either way within `first_byte_timeout`.
     #[serde(default)]
     pub first_byte_timeouts: u64,
+    /// UDP: flows ended, by why (`idle`, `answered`, `evicted`, `backend_down`, `refused`,
+    /// `stopped`); empty for TCP.
+    #[serde(default)]
+    pub flow_ends: BTreeMap<String, u64>,
     pub idle_timeouts: u64,
     pub listen: SocketAddr,
     pub name: String,
     pub pool: String,
-    /// Clients refused for want of a usable backend.
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Clients (UDP: flows' first datagrams) refused for want of a usable backend.
     pub refused: u64,
     /// Clients reset at accept: their address held `max_conns_per_source` connections.
     #[serde(default)]
     pub rejected_per_source: u64,
     pub retries: u64,
+}
+
+fn tcp() -> String {
+    "tcp".to_owned()
 }
 
 /// A pool and its backends.
@@ -246,7 +269,14 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Failed connects (UDP: ICMP port unreachable on a flow).
     pub connect_failures: u64,
+    /// UDP datagrams sent to it.
+    #[serde(default)]
+    pub datagrams_in: u64,
+    /// UDP datagrams it sent back.
+    #[serde(default)]
+    pub datagrams_out: u64,
     /// An operator drained it: it gets no new connection.
     pub drained: bool,
     /// Skipped now after failed connects (a backend without health checks; see the pool's
@@ -287,6 +317,8 @@ pub(crate) mod tests {
             bytes_in: 10,
             bytes_out: 20,
             connect_failures: 0,
+            datagrams_in: 0,
+            datagrams_out: 0,
             drained: false,
             ejected: false,
             health,
@@ -349,11 +381,16 @@ pub(crate) mod tests {
                 balance: "round_robin".into(),
                 bytes_in: 10,
                 bytes_out: 20,
+                datagrams_in: 0,
+                datagrams_out: 0,
+                drops: BTreeMap::new(),
                 first_byte_timeouts: 2,
+                flow_ends: BTreeMap::new(),
                 idle_timeouts: 0,
                 listen: "0.0.0.0:8080".parse().unwrap(),
                 name: "svc".into(),
                 pool: "web".into(),
+                protocol: "tcp".into(),
                 refused: 0,
                 rejected_per_source: 3,
                 retries: 0,

@@ -17,6 +17,7 @@ use vrrp::State;
 use super::healthz::{self, Verdict};
 use super::{AdminContext, contract};
 use crate::health::target_id;
+use crate::stats::{DropReason, FlowEnd};
 
 pub(super) fn healthz(context: &AdminContext) -> Verdict {
     if context.stopping.load(Relaxed) {
@@ -147,13 +148,33 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
         .iter()
         .map(|s| {
             let stats = context.registry.service(&s.name);
+            let udp = s.protocol == crate::config::Protocol::Udp;
             contract::Service {
                 accepted: stats.accepted.load(Relaxed),
                 active: stats.active.load(Relaxed),
                 balance: s.balance.as_str().to_owned(),
                 bytes_in: stats.bytes_in.load(Relaxed),
                 bytes_out: stats.bytes_out.load(Relaxed),
+                datagrams_in: stats.datagrams_in.load(Relaxed),
+                datagrams_out: stats.datagrams_out.load(Relaxed),
+                drops: if udp {
+                    DropReason::ALL
+                        .iter()
+                        .map(|r| (r.as_str().to_owned(), stats.drops.get(r.index())))
+                        .collect()
+                } else {
+                    Default::default()
+                },
                 first_byte_timeouts: stats.first_byte_timeouts.load(Relaxed),
+                flow_ends: if udp {
+                    FlowEnd::ALL
+                        .iter()
+                        .map(|r| (r.as_str().to_owned(), stats.flow_ends.get(r.index())))
+                        .collect()
+                } else {
+                    Default::default()
+                },
+                protocol: s.protocol.as_str().to_owned(),
                 idle_timeouts: stats.idle_timeouts.load(Relaxed),
                 listen: s.listen,
                 name: s.name.clone(),
@@ -192,6 +213,8 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                         bytes_in: state.bytes_in.load(Relaxed),
                         bytes_out: state.bytes_out.load(Relaxed),
                         connect_failures: state.connect_failures.load(Relaxed),
+                        datagrams_in: state.datagrams_in.load(Relaxed),
+                        datagrams_out: state.datagrams_out.load(Relaxed),
                         drained: state.drained.load(Relaxed),
                         ejected: state.ejected(),
                         health,
@@ -348,7 +371,50 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "service_retries",
         "Connects retried on another backend",
     );
-    for s in &config.services {
+    let datagrams = counters(
+        &mut r,
+        "service_datagrams",
+        "UDP datagrams relayed (in: from clients)",
+    );
+    let flows = counters(&mut r, "service_flows", "UDP flows started");
+    let active_flows = gauges(&mut r, "service_active_flows", "UDP flows open now");
+    let drops = counters(
+        &mut r,
+        "service_datagrams_dropped",
+        "UDP datagrams dropped, by reason",
+    );
+    let flow_ends = counters(&mut r, "service_flow_ends", "UDP flows ended, by why");
+    for s in config
+        .services
+        .iter()
+        .filter(|s| s.protocol == crate::config::Protocol::Udp)
+    {
+        let st = context.registry.service(&s.name);
+        let l = labels(&[("service", &s.name)]);
+        flows.get_or_create(&l).inc_by(st.accepted.load(Relaxed));
+        active_flows
+            .get_or_create(&l)
+            .set(gauge_value(st.active.load(Relaxed)));
+        for (direction, v) in [("in", &st.datagrams_in), ("out", &st.datagrams_out)] {
+            let l = labels(&[("service", &s.name), ("direction", direction)]);
+            datagrams.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+        for reason in DropReason::ALL {
+            let l = labels(&[("service", &s.name), ("reason", reason.as_str())]);
+            drops.get_or_create(&l).inc_by(st.drops.get(reason.index()));
+        }
+        for why in FlowEnd::ALL {
+            let l = labels(&[("service", &s.name), ("reason", why.as_str())]);
+            flow_ends
+                .get_or_create(&l)
+                .inc_by(st.flow_ends.get(why.index()));
+        }
+    }
+    for s in config
+        .services
+        .iter()
+        .filter(|s| s.protocol == crate::config::Protocol::Tcp)
+    {
         let st = context.registry.service(&s.name);
         let l = labels(&[("service", &s.name)]);
         connections
@@ -400,6 +466,11 @@ pub(super) fn metrics(context: &AdminContext) -> String {
         "backend_bytes",
         "Bytes relayed (in: to the backend)",
     );
+    let b_datagrams = counters(
+        &mut r,
+        "backend_datagrams",
+        "UDP datagrams relayed (in: to the backend)",
+    );
     let b_checks = counters(
         &mut r,
         "backend_checks",
@@ -444,6 +515,14 @@ pub(super) fn metrics(context: &AdminContext) -> String {
                     ("direction", direction),
                 ]);
                 b_bytes.get_or_create(&l).inc_by(v.load(Relaxed));
+            }
+            for (direction, v) in [("in", &st.datagrams_in), ("out", &st.datagrams_out)] {
+                let l = labels(&[
+                    ("pool", &p.name),
+                    ("backend", &addr),
+                    ("direction", direction),
+                ]);
+                b_datagrams.get_or_create(&l).inc_by(v.load(Relaxed));
             }
         }
     }

@@ -25,6 +25,8 @@ const MAX_COUNT: i64 = 100;
 const MAX_HOST_LEN: usize = 255;
 /// Longer request targets are refused by common servers (8 KiB request lines at most).
 const MAX_PATH_LEN: usize = 4096;
+/// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+const MAX_DATAGRAM: usize = 65_507;
 
 /// How one backend is probed, with the rise/fall rules that turn probes into up/down.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,14 @@ pub enum HealthCheck {
         /// A substring the response body must contain.
         body: Option<String>,
     },
+    /// Send one datagram (from a fresh socket) to `port` if given, else the traffic port, and
+    /// wait for a reply: one that starts with `expect` if set, any if not. An ICMP port
+    /// unreachable fails at once.
+    Udp {
+        addr: SocketAddr,
+        send: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
     /// A program (no shell) whose exit status decides; `{addr}`, `{host}` and `{port}` in its
     /// arguments are replaced by the backend's.
     Command { argv: Vec<String> },
@@ -97,6 +107,8 @@ pub(crate) struct RawHealth {
     pub port: Option<Spanned<i64>>,
     pub send: Option<Spanned<String>>,
     pub expect: Option<Spanned<String>>,
+    pub send_hex: Option<Spanned<String>>,
+    pub expect_hex: Option<Spanned<String>>,
     pub method: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
@@ -139,6 +151,8 @@ impl RawHealth {
             port: pick(&self.port, &over.port),
             send: pick(&self.send, &over.send),
             expect: pick(&self.expect, &over.expect),
+            send_hex: pick(&self.send_hex, &over.send_hex),
+            expect_hex: pick(&self.expect_hex, &over.expect_hex),
             method: pick(&self.method, &over.method),
             path: pick(&self.path, &over.path),
             host: pick(&self.host, &over.host),
@@ -154,6 +168,7 @@ impl RawHealth {
 fn allowed(kind: &str) -> &'static [&'static str] {
     match kind {
         "tcp" => &["port", "send", "expect"],
+        "udp" => &["port", "send", "expect", "send_hex", "expect_hex"],
         "http" => &["port", "method", "path", "host", "expect", "body"],
         "command" => &["command"],
         "process" => &["process", "pidfile"],
@@ -172,14 +187,16 @@ impl Validator<'_> {
     ) -> Option<HealthConfig> {
         let Some(kind) = &raw.kind else {
             let message =
-                "health needs a kind: \"tcp\", \"http\", \"command\" or \"process\"".to_owned();
+                "health needs a kind: \"tcp\", \"http\", \"udp\", \"command\" or \"process\""
+                    .to_owned();
             self.error(table, message);
             return None;
         };
         let kind_name = kind.get_ref().as_str();
-        if !matches!(kind_name, "tcp" | "http" | "command" | "process") {
+        if !matches!(kind_name, "tcp" | "http" | "udp" | "command" | "process") {
             let message = format!(
-                "unknown health kind {kind_name:?}; expected \"tcp\", \"http\", \"command\" or \"process\""
+                "unknown health kind {kind_name:?}; expected \"tcp\", \"http\", \"udp\", \
+                 \"command\" or \"process\""
             );
             self.error(kind.span(), message);
             return None;
@@ -236,6 +253,7 @@ impl Validator<'_> {
                 expect: raw.expect.as_ref().map(|s| s.get_ref().clone()),
             },
             "http" => self.http(raw, target),
+            "udp" => self.udp(raw, table, target)?,
             "command" => self.command(raw, table, addr)?,
             _ => self.process(raw, table)?,
         };
@@ -262,10 +280,12 @@ impl Validator<'_> {
     }
 
     fn reject_foreign_keys(&mut self, raw: &RawHealth, kind: &str) {
-        let specific: [(&str, Option<Range<usize>>); 10] = [
+        let specific: [(&str, Option<Range<usize>>); 12] = [
             ("port", raw.port.as_ref().map(|s| s.span())),
             ("send", raw.send.as_ref().map(|s| s.span())),
             ("expect", raw.expect.as_ref().map(|s| s.span())),
+            ("send_hex", raw.send_hex.as_ref().map(|s| s.span())),
+            ("expect_hex", raw.expect_hex.as_ref().map(|s| s.span())),
             ("method", raw.method.as_ref().map(|s| s.span())),
             ("path", raw.path.as_ref().map(|s| s.span())),
             ("host", raw.host.as_ref().map(|s| s.span())),
@@ -341,6 +361,72 @@ impl Validator<'_> {
             host,
             expect,
             body: raw.body.as_ref().map(|b| b.get_ref().clone()),
+        }
+    }
+
+    /// A `udp` check: what to send (text or hex, one of them, not empty) and the reply prefix
+    /// to expect (text or hex, at most one).
+    fn udp(
+        &mut self,
+        raw: &RawHealth,
+        table: Range<usize>,
+        addr: SocketAddr,
+    ) -> Option<HealthCheck> {
+        let send = self.bytes("send", &raw.send, &raw.send_hex);
+        let expect = self.bytes("expect", &raw.expect, &raw.expect_hex);
+        let send = match send {
+            Err(()) => return None,
+            Ok(None) => {
+                let message = "a udp health check needs `send` (text) or `send_hex`: the \
+                               datagram that asks the backend for a reply"
+                    .to_owned();
+                self.error(table, message);
+                return None;
+            }
+            Ok(Some(bytes)) => bytes,
+        };
+        Some(HealthCheck::Udp {
+            addr,
+            send,
+            expect: expect.ok()?,
+        })
+    }
+
+    /// The bytes of `key` written as text or as `{key}_hex`: `Ok(None)` when neither is set,
+    /// `Err` (reported) when both are, or the value is empty, not hex or over 64 KiB.
+    fn bytes(
+        &mut self,
+        key: &str,
+        text: &Option<Spanned<String>>,
+        hex: &Option<Spanned<String>>,
+    ) -> Result<Option<Vec<u8>>, ()> {
+        let (span, bytes) = match (text, hex) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(h)) => {
+                let message = format!("give either `{key}` or `{key}_hex`, not both");
+                self.error(h.span(), message);
+                return Err(());
+            }
+            (Some(t), None) => (t.span(), Ok(t.get_ref().as_bytes().to_vec())),
+            (None, Some(h)) => (h.span(), values::hex(&format!("{key}_hex"), h.get_ref())),
+        };
+        let checked = bytes.and_then(|b| {
+            if b.is_empty() {
+                Err(format!("{key} must not be empty"))
+            } else if b.len() > MAX_DATAGRAM {
+                Err(format!(
+                    "{key} is longer than a datagram ({MAX_DATAGRAM} bytes)"
+                ))
+            } else {
+                Ok(b)
+            }
+        });
+        match checked {
+            Ok(b) => Ok(Some(b)),
+            Err(message) => {
+                self.error(span, message);
+                Err(())
+            }
         }
     }
 

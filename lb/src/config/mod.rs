@@ -31,7 +31,7 @@ pub use error::{ConfigError, ConfigErrors, ConfigWarning, MAX_REPORTED};
 pub use health::{HealthCheck, HealthConfig, HttpMethod};
 pub use node::{AdminToken, IoMode, MIN_TOKEN_LEN, NodeConfig};
 pub use pool::{BackendConfig, Ejection, PoolConfig, Role};
-pub use service::{Balance, ProxyProtocol, ServiceConfig};
+pub use service::{Balance, Protocol, ProxyProtocol, ServiceConfig};
 pub use vrrp::{Notify, TrackGateway, TrackPool, Vip, VrrpConfig, VrrpMode};
 
 /// A validated configuration: every reference resolves and every value is in

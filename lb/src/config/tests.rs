@@ -56,6 +56,7 @@ fn full_example_parses_into_the_expected_struct() {
         },
         services: vec![ServiceConfig {
             name: "web".into(),
+            protocol: Protocol::Tcp,
             listen: addr("127.0.0.1:8080"),
             pool: "web".into(),
             balance: Balance::LeastConn,
@@ -68,6 +69,8 @@ fn full_example_parses_into_the_expected_struct() {
             proxy_protocol: Some(ProxyProtocol::V2),
             backlog: 4096,
             freebind: true,
+            responses: 0,
+            max_flows: 0,
         }],
         pools: vec![PoolConfig {
             name: "web".into(),

@@ -185,3 +185,25 @@ pub(crate) fn substitute_backend(arg: &str, addr: SocketAddr) -> String {
         .replace("{host}", &addr.ip().to_string())
         .replace("{port}", &addr.port().to_string())
 }
+
+/// Bytes written as hex digits, two per byte; spaces and colons between bytes are allowed
+/// (`"00 01 ab"`, `"00:01:ab"`), so a captured packet can be pasted.
+pub(crate) fn hex(key: &str, value: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = value
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b':' | b'\t'))
+        .collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "{key} has an odd number of hex digits; write two per byte, e.g. \"0a1b\""
+        ));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = String::from_utf8_lossy(pair);
+            u8::from_str_radix(&text, 16)
+                .map_err(|_| format!("{key} holds {text:?}, which is not a hex byte"))
+        })
+        .collect()
+}

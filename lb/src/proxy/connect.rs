@@ -8,7 +8,6 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::transport::Transport;
-use crate::balance::BackendView;
 use crate::generation::ServiceGeneration;
 use crate::pool::Slot;
 
@@ -75,37 +74,8 @@ pub async fn connect_any<T: Transport>(
                 if is_local_exhaustion(&e) {
                     return Err(NoBackend::LocalResources(e));
                 }
-                backend.state.record_connect_failure();
-                let consecutive = backend.state.consecutive_failures.load(Relaxed);
-                if backend.eject_after > 0
-                    && consecutive >= u64::from(backend.eject_after)
-                    && backend.state.up.swap(false, Relaxed)
-                {
-                    // Passive ejection: out of every pick now; the monitor hears of it and
-                    // only its probes (rise) bring the backend back.
-                    let reason = format!("{consecutive} consecutive connect failures ({e})");
-                    service
-                        .monitor
-                        .eject(&crate::health::target_id(&pool.name, addr), &reason);
-                }
-                if let Some(rule) = &backend.ejection {
-                    let others_usable = pool
-                        .backends
-                        .iter()
-                        .enumerate()
-                        .any(|(i, b)| i != index && b.is_usable());
-                    if consecutive >= u64::from(rule.after) && !backend.state.ejected() {
-                        if others_usable {
-                            let time = backend.state.eject(rule);
-                            tracing::warn!(service = %config.name, pool = %pool.name, backend = %addr,
-                                error = %e, consecutive, ?time,
-                                "backend ejected: skipped until the time is up, then tried again by the next client");
-                        } else {
-                            tracing::debug!(pool = %pool.name, backend = %addr,
-                                "not ejected: the last usable backend of its pool");
-                        }
-                    }
-                }
+                let consecutive =
+                    crate::passive::backend_failed(service, index, "connect failures", &e);
                 failures += 1;
                 let retry = failures <= config.retries;
                 // One warning when a backend starts failing, not one per client.

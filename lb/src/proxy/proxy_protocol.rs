@@ -12,6 +12,9 @@ const V2_VERSION_PROXY: u8 = 0x21;
 /// AF_INET + STREAM and AF_INET6 + STREAM (spec 2.2, byte 14).
 const V2_TCP4: u8 = 0x11;
 const V2_TCP6: u8 = 0x21;
+/// AF_INET + DGRAM and AF_INET6 + DGRAM (spec 2.2, byte 14).
+const V2_UDP4: u8 = 0x12;
+const V2_UDP6: u8 = 0x22;
 
 /// The header for a connection from `client` that arrived at `local` (the address the client
 /// connected to: the VIP or listen address).
@@ -19,8 +22,16 @@ pub fn header(version: ProxyProtocol, client: SocketAddr, local: SocketAddr) -> 
     let (src, dst) = same_family(client, local);
     match version {
         ProxyProtocol::V1 => v1(src, dst),
-        ProxyProtocol::V2 => v2(src, dst),
+        ProxyProtocol::V2 => v2(src, dst, false),
     }
+}
+
+/// The v2 header for a UDP flow from `client` to `local` (the service address): the spec's
+/// DGRAM form, sent in front of every datagram of the flow (a datagram stands alone, so each
+/// carries its own header).
+pub fn header_dgram(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let (src, dst) = same_family(client, local);
+    v2(src, dst, true)
 }
 
 /// Both addresses in one family: an IPv4 client on a dual-stack listener shows up as
@@ -58,19 +69,24 @@ fn v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
-fn v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+fn v2(src: SocketAddr, dst: SocketAddr, datagram: bool) -> Vec<u8> {
+    let (four, six) = if datagram {
+        (V2_UDP4, V2_UDP6)
+    } else {
+        (V2_TCP4, V2_TCP6)
+    };
     let mut out = Vec::with_capacity(16 + 36);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(V2_VERSION_PROXY);
     match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            out.push(V2_TCP4);
+            out.push(four);
             out.extend_from_slice(&12u16.to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            out.push(V2_TCP6);
+            out.push(six);
             out.extend_from_slice(&36u16.to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
@@ -132,6 +148,17 @@ mod tests {
         assert_eq!(u16::from_be_bytes([h[24], h[25]]), 51000);
         assert_eq!(u16::from_be_bytes([h[26], h[27]]), 80);
         assert_eq!(h.len(), 28);
+    }
+
+    #[test]
+    fn v2_dgram_header_says_udp_and_carries_the_same_addresses() {
+        let h = header_dgram(sa("192.0.2.7:5353"), sa("10.0.0.100:53"));
+        let stream = header(ProxyProtocol::V2, sa("192.0.2.7:5353"), sa("10.0.0.100:53"));
+        assert_eq!(h[13], 0x12, "AF_INET + DGRAM");
+        assert_eq!(h[..13], stream[..13]);
+        assert_eq!(h[14..], stream[14..]);
+        let h6 = header_dgram(sa("[2001:db8::7]:1"), sa("[2001:db8::1]:53"));
+        assert_eq!(h6[13], 0x22, "AF_INET6 + DGRAM");
     }
 
     #[test]

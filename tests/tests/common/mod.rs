@@ -11,6 +11,7 @@ pub mod keepalived;
 pub mod netns;
 pub mod node;
 pub mod rack;
+pub mod udp;
 
 #[allow(unused_imports)] // in the test files that run on no I/O mode of their own
 pub use io_modes::*;

@@ -333,3 +333,72 @@ fn a_nul_byte_in_a_command_or_process_is_rejected() {
         "NUL",
     );
 }
+
+#[test]
+fn a_udp_check_sends_text_or_hex_and_expects_a_prefix() {
+    let one = r#"[{ addr = "10.0.0.1:53" }]"#;
+    let config = parse(
+        &with_health(
+            one,
+            r#"{ kind = "udp", send_hex = "ab 01:00", expect_hex = "AB", port = 5353 }"#,
+        ),
+        "tandem.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        health_of(&config, 0).check,
+        HealthCheck::Udp {
+            addr: addr("10.0.0.1:5353"),
+            send: vec![0xab, 0x01, 0x00],
+            expect: Some(vec![0xab]),
+        }
+    );
+    let config = parse(
+        &with_health(one, r#"{ kind = "udp", send = "ping" }"#),
+        "tandem.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        health_of(&config, 0).check,
+        HealthCheck::Udp {
+            addr: addr("10.0.0.1:53"),
+            send: b"ping".to_vec(),
+            expect: None,
+        }
+    );
+}
+
+#[test]
+fn a_udp_check_without_send_or_with_bad_hex_is_an_error_where_written() {
+    let one = r#"[{ addr = "10.0.0.1:53" }]"#;
+    assert_error(
+        &with_health(one, r#"{ kind = "udp" }"#),
+        8,
+        10,
+        "a udp health check needs `send`",
+    );
+    assert_error(
+        &with_health(one, r#"{ kind = "udp", send_hex = "abc" }"#),
+        8,
+        37,
+        "odd number of hex digits",
+    );
+    assert_error(
+        &with_health(one, r#"{ kind = "udp", send_hex = "zz" }"#),
+        8,
+        37,
+        "\"zz\", which is not a hex byte",
+    );
+    assert_error(
+        &with_health(one, r#"{ kind = "udp", send = "a", send_hex = "61" }"#),
+        8,
+        49,
+        "give either `send` or `send_hex`, not both",
+    );
+    assert_error(
+        &with_health(one, r#"{ kind = "tcp", send_hex = "61" }"#),
+        8,
+        37,
+        "`send_hex` does not apply to a tcp health check",
+    );
+}

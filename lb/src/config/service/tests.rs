@@ -245,3 +245,134 @@ fn a_service_listens_on_unicast_or_every_address() {
         assert!(config.services[0].listen.ip().is_unspecified());
     }
 }
+
+/// MINIMAL's service as UDP, with `extra` keys after line 5.
+fn udp_service_with(extra: &str) -> String {
+    format!(
+        "[[service]]\nname = \"dns\"\nlisten = \"127.0.0.1:53\"\npool = \"web\"\n\
+         protocol = \"udp\"\n{extra}\n\
+         [[pool]]\nname = \"web\"\nbackends = [{{ addr = \"10.0.0.1:53\" }}]\n"
+    )
+}
+
+#[test]
+fn a_udp_service_reads_its_keys_and_idles_out_after_30s_by_default() {
+    let config = parse(
+        &udp_service_with("responses = 1\nmax_flows = 5000"),
+        "tandem.toml",
+    )
+    .unwrap();
+    let s = &config.services[0];
+    assert_eq!(s.protocol, crate::config::Protocol::Udp);
+    assert_eq!(s.idle_timeout, Duration::from_secs(30));
+    assert_eq!((s.responses, s.max_flows), (1, 5000));
+    let tcp = parse(MINIMAL, "tandem.toml").unwrap();
+    assert_eq!(tcp.services[0].protocol, crate::config::Protocol::Tcp);
+    assert_eq!(tcp.services[0].idle_timeout, Duration::from_secs(300));
+    let set = parse(&udp_service_with("idle_timeout = \"2s\""), "tandem.toml").unwrap();
+    assert_eq!(set.services[0].idle_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn an_unknown_protocol_is_an_error_at_its_value() {
+    assert_error(
+        &service_with("protocol = \"sctp\""),
+        5,
+        12,
+        "unknown variant `sctp`",
+    );
+}
+
+#[test]
+fn tcp_only_keys_on_a_udp_service_are_errors_at_the_key() {
+    for key in [
+        "retries = 1",
+        "connect_timeout = \"1s\"",
+        "first_byte_timeout = \"1s\"",
+        "max_conns = 5",
+        "max_conns_per_source = 5",
+        "backlog = 5",
+    ] {
+        let name = key.split(' ').next().unwrap();
+        let value_column = name.len() + 4;
+        assert_error(
+            &udp_service_with(key),
+            6,
+            value_column,
+            &format!("`{name}` applies to TCP services only; this one is udp"),
+        );
+    }
+}
+
+#[test]
+fn udp_only_keys_on_a_tcp_service_are_errors_at_the_key() {
+    assert_error(
+        &service_with("responses = 1"),
+        5,
+        13,
+        "`responses` applies to UDP services only",
+    );
+    assert_error(
+        &service_with("max_flows = 1"),
+        5,
+        13,
+        "`max_flows` applies to UDP services only",
+    );
+}
+
+#[test]
+fn responses_and_max_flows_have_ranges() {
+    assert_error(
+        &udp_service_with("responses = 1001"),
+        6,
+        13,
+        "responses must be between 0 and 1000",
+    );
+    assert_error(
+        &udp_service_with("max_flows = -1"),
+        6,
+        13,
+        "max_flows must be between 0",
+    );
+}
+
+#[test]
+fn a_udp_service_sends_proxy_protocol_v2_only() {
+    assert_error(
+        &udp_service_with("proxy_protocol = \"v1\""),
+        6,
+        18,
+        "v1 has no form for datagrams",
+    );
+    let config = parse(&udp_service_with("proxy_protocol = \"v2\""), "tandem.toml").unwrap();
+    assert_eq!(
+        config.services[0].proxy_protocol,
+        Some(crate::config::ProxyProtocol::V2)
+    );
+}
+
+#[test]
+fn a_udp_service_on_the_unspecified_address_is_an_error() {
+    let source = udp_service_with("").replace("127.0.0.1:53", "0.0.0.0:53");
+    assert_error(&source, 3, 10, "a UDP service listens on one address");
+}
+
+#[test]
+fn a_tcp_and_a_udp_service_may_share_an_address_but_two_udp_services_may_not() {
+    let both = format!(
+        "{MINIMAL}[[service]]\nname = \"web-udp\"\nlisten = \"127.0.0.1:80\"\npool = \"web\"\n\
+         protocol = \"udp\"\n"
+    );
+    let config = parse(&both, "tandem.toml").unwrap();
+    assert_eq!(config.services.len(), 2);
+    let twice = format!(
+        "{both}[[service]]\nname = \"web-udp2\"\nlisten = \"127.0.0.1:80\"\npool = \"web\"\n\
+         protocol = \"udp\"\n"
+    );
+    assert_error(
+        &twice,
+        15,
+        10,
+        "udp listen address 127.0.0.1:80 is already used by service \"web-udp\" at line 10",
+    );
+}
