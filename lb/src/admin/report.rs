@@ -105,7 +105,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                     v.name.clone(),
                 ));
             };
-            contract::VrrpInstance::Running(contract::RunningInstance {
+            contract::VrrpInstance::Running(Box::new(contract::RunningInstance {
                 adverts_dropped: status
                     .dropped
                     .iter()
@@ -114,6 +114,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 adverts_received: status.adverts_received,
                 adverts_sent: status.adverts_sent,
                 effective_priority: status.effective_priority,
+                host_fault: status.host_fault.clone(),
                 interface: v.interface.clone(),
                 master: status.master,
                 mode: if v.mode == crate::config::VrrpMode::Cloud {
@@ -137,7 +138,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 vrid: v.vrid,
                 worst_margin_ms: status.timing.worst_margin(now).map(millis),
                 worst_send_lateness_ms: status.timing.worst_send_lateness(now).map(millis),
-            })
+            }))
         })
         .collect();
     let services = config
