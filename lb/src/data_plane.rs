@@ -279,6 +279,10 @@ impl DataPlane {
     /// Stops accepting everywhere, then waits up to `deadline` for open connections to end.
     /// Returns how many were still open when it gave up.
     pub async fn shutdown(self, deadline: Duration) -> usize {
+        // All at once: each takes RETIRE_GRACE to close without resetting a client.
+        for listener in self.listeners.values() {
+            listener.stop_accepting();
+        }
         for (_, listener) in self.listeners {
             listener.stop().await;
         }
