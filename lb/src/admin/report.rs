@@ -632,6 +632,11 @@ fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Co
         "admin_connections_shed",
         "Admin connections closed by the listener: evicted (the oldest waiting one, at a cap), refused (at a cap, every connection busy), head_timeout (no whole request in time)",
     );
+    let rejected = counters(
+        r,
+        "admin_requests_rejected",
+        "Admin requests answered with a refusal: bad_token (401), no_token (403, mutations off), not_found (404), method (405), malformed (400), too_large (413, 431), body_timeout (408), busy (503, too many /status and /metrics at once)",
+    );
     let mut endpoints = vec![super::Endpoint::Admin];
     if config.node.healthz_listen.is_some() {
         endpoints.push(super::Endpoint::Healthz);
@@ -649,6 +654,10 @@ fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Co
         ] {
             let l = labels(&[("listener", listener), ("reason", reason)]);
             shed.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+        for why in super::Rejection::ALL {
+            let l = labels(&[("listener", listener), ("reason", why.as_str())]);
+            rejected.get_or_create(&l).inc_by(c.rejected.count(why));
         }
     }
 }

@@ -28,6 +28,7 @@ use super::connect::is_local_exhaustion;
 use super::relay::reset_on_close;
 use super::session;
 use crate::generation::ServiceGeneration;
+use crate::logging::Throttle;
 use crate::stats::SourceSlot;
 
 /// Binds a listening socket the way a load balancer needs it.
@@ -175,8 +176,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While held at `max_conns`, look at the (possibly reloaded) limit again this often.
 const LIMIT_RECHECK: Duration = Duration::from_secs(1);
-/// How often at most an accept loop logs the clients it reset for `max_conns_per_source`.
-const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long a retired listener waits for the handshakes begun before it stopped taking new
 /// ones (a round trip: the client's final ACK), serving each, before it closes.
 pub const RETIRE_GRACE: Duration = Duration::from_millis(250);
@@ -212,7 +211,8 @@ async fn accept_loop(
     tokio::pin!(stopped);
     let mut backoff = MIN_BACKOFF;
     let mut other_errors = 0u64;
-    let mut rejections = Rejections::default();
+    // Clients reset for `max_conns_per_source`: one line at most every 10 s per accept loop.
+    let mut rejections = Throttle::default();
     let listen = generation.load().config.listen;
     loop {
         let accepted = tokio::select! {
@@ -263,13 +263,6 @@ async fn accept_loop(
     retire(listener, &generation, &sessions).await;
 }
 
-/// Clients reset for `max_conns_per_source` since the accept loop last logged them.
-#[derive(Default)]
-struct Rejections {
-    since_logged: u64,
-    logged: Option<tokio::time::Instant>,
-}
-
 /// With `max_conns_per_source`, a place for the client's address: `Ok(None)` without the
 /// limit, `Err` (the client reset, counted and, at most every 10 s, logged) when its address
 /// holds its limit already. Refused at once, like HAProxy's `tcp-request connection reject`: a
@@ -278,7 +271,7 @@ fn source_slot(
     service: &ServiceGeneration,
     client: &Socket,
     peer: SocketAddr,
-    rejections: &mut Rejections,
+    rejections: &mut Throttle,
 ) -> Result<Option<SourceSlot>, ()> {
     let max = service.config.max_conns_per_source;
     if max == 0 {
@@ -292,17 +285,10 @@ fn source_slot(
         .rejected_per_source
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     reset_on_close(client);
-    rejections.since_logged += 1;
-    let now = tokio::time::Instant::now();
-    if rejections
-        .logged
-        .is_none_or(|at| now.duration_since(at) >= REJECT_LOG_EVERY)
-    {
+    if let Some(clients) = rejections.note(tokio::time::Instant::now()) {
         tracing::warn!(service = %service.config.name, client = %peer,
-            max_conns_per_source = max, clients = rejections.since_logged,
+            max_conns_per_source = max, clients,
             "clients reset: their address holds max_conns_per_source connections (logged at most once per 10 s per thread)");
-        rejections.since_logged = 0;
-        rejections.logged = Some(now);
     }
     Err(())
 }
