@@ -368,6 +368,11 @@ fn render_status(status: &contract::Status) -> String {
                 effective,
                 master
             ));
+            if let VrrpInstance::Running(running) = i
+                && let Some(cause) = &running.host_fault
+            {
+                out.push_str(&format!("{:<10} why: {cause}\n", ""));
+            }
         }
     }
     if !status.anycast.is_empty() {
@@ -589,6 +594,27 @@ web        [::1]:80               primary  up             1      7  -
         assert_eq!(table, expected);
         let body = serde_json::to_string_pretty(&status).unwrap();
         assert_eq!(status_table(&body), expected);
+    }
+
+    /// An instance the host holds in FAULT says why under its row.
+    #[test]
+    fn the_status_table_says_why_the_host_holds_an_instance_in_fault() {
+        let mut status = contract::tests::sample();
+        let VrrpInstance::Running(instance) = &mut status.vrrp[0] else {
+            panic!("the sample's first instance runs");
+        };
+        instance.state = "FAULT".into();
+        instance.host_fault =
+            Some("changing addresses on eth0: denied (needs CAP_NET_ADMIN)".into());
+        let table = render_status(&status);
+        assert!(
+            table.contains(
+                "v4         FAULT    100         90  10.0.0.2\n           \
+                 why: changing addresses on eth0: denied (needs CAP_NET_ADMIN)\n\
+                 v6         INIT"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -336,6 +336,10 @@ impl DataPlane {
         for (_, listener) in self.udp {
             listener.stop();
         }
+        // All at once: each takes RETIRE_GRACE to close without resetting a client.
+        for listener in self.listeners.values() {
+            listener.stop_accepting();
+        }
         for (_, listener) in self.listeners {
             listener.stop().await;
         }

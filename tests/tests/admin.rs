@@ -290,6 +290,107 @@ fn bad_and_oversized_requests_get_4xx_and_the_node_keeps_serving() {
     );
 }
 
+/// A chunked body that does not parse is a bad request (400), not a large one: 413 is for a
+/// body that really is over 64 KiB, chunked or not.
+#[test]
+fn a_malformed_chunked_body_is_a_400_and_only_an_oversized_one_a_413() {
+    let s = setup();
+    let chunked = "POST /reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked";
+    for bad in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhelloXX0\r\n\r\n"] {
+        let reply = http_raw(s.admin, chunked, bad);
+        assert_eq!(
+            reply.as_ref().map(|r| r.0),
+            Some(400),
+            "{:?}: {reply:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let mut big = format!("{:x}\r\n", 70_000).into_bytes();
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    big.extend(b"\r\n0\r\n\r\n");
+    assert_eq!(http_raw(s.admin, chunked, &big).map(|r| r.0), Some(413));
+    // A small, well-formed chunked body is read and dropped: the request goes on to the token
+    // check.
+    assert_eq!(
+        http_raw(s.admin, chunked, b"5\r\nhello\r\n0\r\n\r\n").map(|r| r.0),
+        Some(401)
+    );
+    assert!(
+        !s.node.log_text().contains("configuration reloaded"),
+        "no body reached a reload"
+    );
+}
+
+/// Requests turned away leave a trace: a counter by reason in `/metrics`, and one log line
+/// for many (at most one per 10 s, saying how many), naming the latest and its client.
+#[test]
+fn rejected_requests_are_counted_by_reason_and_logged_without_flooding() {
+    let s = setup();
+    let wrong = "POST /swap HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-the-token-at-all";
+    for _ in 0..40 {
+        assert_eq!(http_raw(s.admin, wrong, b"").map(|r| r.0), Some(401));
+    }
+    for _ in 0..20 {
+        assert_eq!(admin(s.admin, "GET", "/wp-login.php", false).0, 404);
+    }
+    for _ in 0..5 {
+        assert_eq!(admin(s.admin, "PUT", "/status", false).0, 405);
+        assert_eq!(
+            http_raw(s.admin, "NOT HTTP AT ALL", b"").map(|r| r.0),
+            Some(400)
+        );
+    }
+    let chunked = "POST /reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked";
+    assert_eq!(
+        http_raw(s.admin, chunked, b"zz\r\n").map(|r| r.0),
+        Some(400)
+    );
+    let big_head = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}",
+        "a".repeat(10_000)
+    );
+    assert_eq!(http_raw(s.admin, &big_head, b"").map(|r| r.0), Some(431));
+    // Answers to good requests are not rejections.
+    assert_eq!(admin(s.admin, "GET", "/livez", false).0, 200);
+    assert_eq!(
+        admin(s.admin, "POST", "/pools/p/backends/127.0.0.1:1/drain", true).0,
+        404
+    );
+
+    let samples = parse_metrics(&admin(s.admin, "GET", "/metrics", false).1);
+    let rejected = |reason: &str| {
+        samples[&format!(
+            "tandem_admin_requests_rejected_total{{listener=\"admin\",reason=\"{reason}\"}}"
+        )]
+    };
+    assert_eq!(rejected("bad_token"), 40.0);
+    assert_eq!(rejected("not_found"), 20.0);
+    assert_eq!(rejected("method"), 5.0);
+    assert_eq!(rejected("malformed"), 6.0, "5 not HTTP, 1 bad chunk");
+    assert_eq!(rejected("too_large"), 1.0);
+    assert_eq!(rejected("no_token"), 0.0);
+    let log = s.node.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("listener rejected"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "73 rejections in well under 10 s: one line\n{log}"
+    );
+    assert!(
+        lines[0].contains("rejected 1 request(s)") && lines[0].contains("bad_token (401)"),
+        "the first is said at once: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("for POST \"/swap\" from 127."),
+        "what and from where: {}",
+        lines[0]
+    );
+}
+
 #[test]
 fn reload_through_the_api_says_whether_the_config_was_taken() {
     let s = setup();

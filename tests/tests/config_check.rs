@@ -172,6 +172,65 @@ fn check_prints_warnings_with_their_line_and_passes() {
     );
 }
 
+/// A token file anyone on the host can read is warned about, as ssh does for a private key:
+/// by `check` with its place in the file, and in the log at start and on every reload.
+#[test]
+fn a_world_readable_token_file_is_warned_about_by_check_at_start_and_on_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::create();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let set_mode = |mode: u32| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(0o644);
+    let listen = free_addr(IpAddr::V4(loopback_ip()));
+    let backend = Backend::start("a");
+    let config = simple_config(listen, &backend_list(&[&backend]), "").replace(
+        "admin = \"\"\n",
+        &format!(
+            "admin = \"\"\nadmin_token_file = {:?}\n",
+            token.display().to_string()
+        ),
+    );
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("admin_token_file"))
+        .unwrap()
+        + 1;
+    let warning = format!(
+        "warning: admin_token_file {} has mode 0644: everyone on this host can read the token",
+        token.display()
+    );
+    let (ok, stdout, stderr) = check(&config);
+    assert!(ok, "a warning, not an error: {stderr}");
+    assert!(stdout.trim_end().ends_with("(1 warning)"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("check.toml:{line}:20: {warning}")),
+        "{stderr}"
+    );
+
+    let node = Node::start_listening(&config, listen);
+    node.wait_log(&warning, 1);
+    set_mode(0o600);
+    node.reload(&config);
+    node.wait_log("configuration reloaded", 1);
+    set_mode(0o644);
+    node.reload(&config);
+    node.wait_log("configuration reloaded", 2);
+    let log = node.log_text();
+    assert_eq!(
+        log.matches(&warning).count(),
+        2,
+        "at start and at the second reload, not at the first\n{log}"
+    );
+    assert_eq!(
+        which_backend(listen).unwrap(),
+        "a",
+        "the node runs on the warned-about file"
+    );
+}
+
 #[test]
 fn check_rejects_values_no_one_means_at_their_line() {
     let config = r#"[node]

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::{has_addr, has_addr6, mac_of, neighbour_mac};
+use common::netns::{self, has_addr, has_addr6, mac_of, neighbour_mac};
 use common::rack::Rack;
 use common::*;
 
@@ -567,4 +567,80 @@ fn udp_on_the_vip_fails_over_with_it() {
     );
     drop(lb2);
     drop(rack);
+}
+
+/// Field `key` of instance `front` in the `/status` of the node in `ns` (admin on its own
+/// loopback, the default 127.0.0.1:9090); `null` when it does not answer.
+fn front_status(ns: &str, key: &'static str) -> serde_json::Value {
+    let body = netns::in_netns(ns, || {
+        let admin = "127.0.0.1:9090".parse().unwrap();
+        http_raw(admin, "GET /status HTTP/1.1\r\nHost: admin", b"").map(|(_, body)| body)
+    });
+    let status: serde_json::Value =
+        serde_json::from_str(&body.unwrap_or_default()).unwrap_or_default();
+    status["vrrp"][0][key].clone()
+}
+
+/// A node that may not change addresses (no CAP_NET_ADMIN) or open raw sockets (no
+/// CAP_NET_RAW) is in FAULT from the start and stays there, saying why once, instead of
+/// claiming the VIP every Master_Down_Interval and failing (BACKUP -> MASTER -> FAULT every
+/// 3.6 s at a 1 s advert interval, before). With a higher priority and preempt, each such claim
+/// would also have made the real master step down.
+#[test]
+fn without_its_capabilities_a_node_stays_in_fault_says_why_once_and_leaves_the_master_alone() {
+    let Some(rack) = Rack::new("vrrp without CAP_NET_ADMIN / CAP_NET_RAW") else {
+        return;
+    };
+    let _backends = rack.backends();
+    let lb2 = rack.start(1, 100, "");
+    rack.wait_master(1, &[&lb2]);
+    let lb2_transitions = front_status(&rack.lbs[1], "transitions");
+    assert_eq!(lb2_transitions, 2, "INIT -> BACKUP -> MASTER");
+
+    for (caps, needs) in [
+        (&["net_admin"][..], "CAP_NET_ADMIN"),
+        (&["net_admin", "net_raw"][..], "CAP_NET_RAW"),
+    ] {
+        let config = rack.config("lb1", 150, "");
+        let Some(lb1) = Node::start_in_netns_without_caps(&rack.lbs[0], caps, &config) else {
+            return;
+        };
+        wait_until(&format!("lb1 in FAULT\n{}", lb1.log_text()), || {
+            front_status(&rack.lbs[0], "state") == "FAULT"
+        });
+        // 30 advert intervals, and retries after 1 s and 3 s.
+        std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(500));
+        let log = lb1.log_text();
+        assert_eq!(
+            front_status(&rack.lbs[0], "state"),
+            "FAULT",
+            "{caps:?}\n{log}"
+        );
+        assert_eq!(
+            front_status(&rack.lbs[0], "transitions"),
+            1,
+            "{caps:?}: INIT -> FAULT and nothing since\n{log}"
+        );
+        let cause = front_status(&rack.lbs[0], "host_fault");
+        assert!(
+            cause.as_str().is_some_and(|c| c.contains(needs)),
+            "{caps:?}: /status says why: {cause}"
+        );
+        assert_eq!(
+            log.matches("was refused").count(),
+            1,
+            "{caps:?}: one error, not one per retry\n{log}"
+        );
+        assert!(
+            log.contains(&format!("lacks {needs}")) && log.contains("AmbientCapabilities"),
+            "{caps:?}: the error names the capability and what to do\n{log}"
+        );
+        assert!(!log.contains("-> MASTER"), "{caps:?}: never claimed\n{log}");
+        assert!(!log.contains("-> BACKUP"), "{caps:?}\n{log}");
+        // The master was never challenged.
+        assert_eq!(front_status(&rack.lbs[1], "transitions"), lb2_transitions);
+        assert!(rack.vip_only_on(1));
+        assert_eq!(rack.served_by().as_deref(), Some("lb2"));
+        drop(lb1);
+    }
 }

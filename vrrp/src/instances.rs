@@ -135,6 +135,8 @@ impl Instances {
                         task.abort();
                     }
                     running.priority = follow_priority(&running.instance, priority_delta);
+                    // What the host refused may be fixed now: try again without waiting.
+                    running.instance.command(Command::RetryHost);
                     if running.spec.notify != spec.notify {
                         // New scripts: the role is unchanged, so the new task hears only
                         // changes from now on.

@@ -20,6 +20,8 @@
 //! - [`timing`] (pure): how close the election runs to its deadlines (send lateness on a
 //!   master, the Master_Down margin on a backup) in fixed histograms, and an advert's arrival
 //!   time from the kernel's receive timestamp.
+//! - [`host_fault`] (pure): what the host refuses or fails (the raw socket, a VIP) and when an
+//!   instance held in FAULT for it tries again: said once, retried quietly on a backoff.
 //! - The shell: `sys` (raw sockets, netlink, ARP / NA: the only code that talks to the kernel),
 //!   `instance` (the tokio task that sleeps until `next_timeout`, feeds accepted adverts in and
 //!   carries out the actions), `instances` (a node's set of instances as keepalived runs them:
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod host_fault;
 pub mod instance;
 pub mod instances;
 pub mod machine;

@@ -117,7 +117,8 @@ pub struct Reloads {
 #[allow(clippy::large_enum_variant)]
 pub enum VrrpInstance {
     /// Tried first when reading: a document lacking its fields is [`Self::NotRunning`].
-    Running(RunningInstance),
+    /// Boxed: it is many times the size of the other.
+    Running(Box<RunningInstance>),
     NotRunning(IdleInstance),
 }
 
@@ -146,6 +147,11 @@ pub struct RunningInstance {
     pub adverts_sent: u64,
     /// The priority after tracking.
     pub effective_priority: u8,
+    /// Why the host holds the instance in FAULT, as a sentence: a refused socket or address
+    /// change (no CAP_NET_RAW / CAP_NET_ADMIN), or a VIP that could not be added or removed;
+    /// `null` otherwise. Absent from a node older than it.
+    #[serde(default)]
+    pub host_fault: Option<String>,
     pub interface: String,
     /// The master as last seen (this node when master); `null` when none was seen.
     pub master: Option<IpAddr>,
@@ -397,11 +403,12 @@ pub(crate) mod tests {
             }],
             threads: 1,
             vrrp: vec![
-                VrrpInstance::Running(RunningInstance {
+                VrrpInstance::Running(Box::new(RunningInstance {
                     adverts_dropped: BTreeMap::from([("vrid".to_owned(), 4)]),
                     adverts_received: 9,
                     adverts_sent: 0,
                     effective_priority: 90,
+                    host_fault: None,
                     interface: "eth0".into(),
                     master: Some("10.0.0.2".parse().unwrap()),
                     mode: "vip".into(),
@@ -418,7 +425,7 @@ pub(crate) mod tests {
                     why: Some("heard a master with a higher priority".into()),
                     worst_margin_ms: Some(25.5),
                     worst_send_lateness_ms: None,
-                }),
+                })),
                 VrrpInstance::NotRunning(IdleInstance::new("v6".into())),
             ],
         }

@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::AdminContext;
 use super::admission::{Admission, Budget, Refused};
+use super::rejection::{RejectedRequests, Rejection};
 use super::stream::Closer;
+use crate::logging::Throttle;
 
 /// A new connection's first request head must be complete this long after its accept; a
 /// connection that sends nothing is closed then, or up to [`FIRST_HEAD_SPREAD`] later.
@@ -51,8 +53,6 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_QUEUED_REPORTS: usize = 32;
 /// The kernel's send buffer of each admin connection (it doubles it for its bookkeeping).
 pub const SEND_BUFFER: usize = 64 * 1024;
-/// How often at most a listener logs the connections it sheds.
-const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Which admin listener: the whole API, or the health path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl Listeners {
     }
 }
 
-/// One admin listener's connections since start, for `/metrics`.
+/// One admin listener's connections and rejected requests since start, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
     pub accepted: AtomicU64,
@@ -117,23 +117,29 @@ pub struct ConnectionCounts {
     pub refused: AtomicU64,
     /// Closed for not sending a whole request head in time.
     pub head_timeouts: AtomicU64,
-    /// When shed connections were last logged.
-    logged: Mutex<Option<Instant>>,
+    /// Shed connections, said in one line at most every 10 s.
+    shed_log: Mutex<Throttle>,
+    /// Requests answered with a refusal (a bad token, no such endpoint, not HTTP, ...).
+    pub rejected: RejectedRequests,
 }
 
 impl ConnectionCounts {
     fn shed(&self, endpoint: Endpoint, counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
-        let now = Instant::now();
-        let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
-        if logged.is_none_or(|at| now.duration_since(at) >= SHED_LOG_EVERY) {
-            *logged = Some(now);
+        let due = self
+            .shed_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(Instant::now());
+        if let Some(count) = due {
             tracing::warn!(
                 listener = endpoint.as_str(),
+                shed = count,
                 evicted = self.evicted.load(Relaxed),
                 refused = self.refused.load(Relaxed),
                 head_timeouts = self.head_timeouts.load(Relaxed),
-                "{} listener is shedding connections (totals since start; logged at most once per 10 s)",
+                "{} listener is shedding connections: {count} since its last such line (at most \
+                 one per 10 s; evicted, refused and head_timeouts are totals since start)",
                 endpoint.as_str()
             );
         }
@@ -305,7 +311,7 @@ impl Connection {
         let service = {
             let (context, table, started) =
                 (self.context.clone(), self.table.clone(), started.clone());
-            let (endpoint, id) = (self.endpoint, self.id);
+            let (endpoint, id, peer) = (self.endpoint, self.id, self.peer);
             let closer = closer.clone();
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let (context, table) = (context.clone(), table.clone());
@@ -313,7 +319,13 @@ impl Connection {
                 started.store(true, Relaxed);
                 lock(&table).busy(id);
                 async move {
+                    let (method, uri) = (req.method().clone(), req.uri().clone());
                     let reply = super::handle(&context, endpoint, req).await;
+                    if let Some(why) = reply.extensions().get::<Rejection>() {
+                        let request = Some((method.as_str(), uri.path()));
+                        let counts = context.listeners.counts(endpoint);
+                        counts.rejected.record(endpoint, *why, peer, request);
+                    }
                     lock(&table).waiting(id);
                     Ok::<_, Infallible>(reply)
                 }
@@ -350,8 +362,18 @@ impl Connection {
                 None => return,
             },
         };
-        // Malformed requests end here with hyper's own 4xx; nothing to add.
+        // Malformed requests end here, with hyper's own 400 or 431 sent.
         if let Err(e) = ended {
+            let rejected = if e.is_parse_too_large() {
+                Some(Rejection::TooLarge)
+            } else if e.is_parse() {
+                Some(Rejection::Malformed)
+            } else {
+                None
+            };
+            if let Some(why) = rejected {
+                counts.rejected.record(self.endpoint, why, self.peer, None);
+            }
             // A kept-alive connection closed after its answers is routine; one that never
             // completed a request is the kind a flood is made of.
             if e.is_timeout() && !started.load(Relaxed) {

@@ -20,6 +20,7 @@ pub mod contract;
 pub mod healthz;
 mod listen;
 pub mod peers;
+mod rejection;
 mod report;
 mod server;
 pub mod stream;
@@ -31,7 +32,7 @@ use std::sync::atomic::AtomicU64;
 
 use healthcheck::monitor::Monitor;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
@@ -46,6 +47,7 @@ pub use listen::{
     BODY_TIMEOUT, ConnectionCounts, Endpoint, FIRST_HEAD_SPREAD, FIRST_HEAD_TIMEOUT,
     KEEP_ALIVE_TIMEOUT, Listeners,
 };
+pub use rejection::{RejectedRequests, Rejection};
 pub use server::{AdminBindError, AdminServer};
 
 use command::Answer;
@@ -153,7 +155,7 @@ async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Inc
     let read = method == Method::GET || method == Method::HEAD;
     if path == healthz {
         if !read {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
+            return Rejection::Method.reply("use GET or HEAD");
         }
         let verdict = report::healthz(context);
         let status = if verdict.healthy() {
@@ -164,17 +166,9 @@ async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Inc
         return text(status, verdict.body());
     }
     if endpoint == Endpoint::Healthz {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("this listener serves only {healthz}"),
-        );
+        return Rejection::NotFound.reply(format!("this listener serves only {healthz}"));
     }
-    let busy = || {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many /status and /metrics requests at once; retry",
-        )
-    };
+    let busy = || Rejection::Busy.reply("too many /status and /metrics requests at once; retry");
     match path.as_str() {
         p if read && console::asset(p).is_some() => console::serve(p),
         "/events" if read => stream::open(context, &req),
@@ -208,7 +202,7 @@ async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Inc
             ),
             None => busy(),
         },
-        "/livez" | "/status" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        "/livez" | "/status" | "/metrics" => Rejection::Method.reply("use GET"),
         "/swap" => mutation(context, &req, AdminCommand::Swap, Answer::Swap).await,
         "/reload" => mutation(context, &req, AdminCommand::Reload, Answer::Reload).await,
         p if p.starts_with("/pools/") => match parse_backend_path(p) {
@@ -221,10 +215,7 @@ async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Inc
                 };
                 mutation(context, &req, command, Answer::SetDrained).await
             }
-            None => text(
-                StatusCode::NOT_FOUND,
-                "expected /pools/POOL/backends/ADDR/drain|enable",
-            ),
+            None => Rejection::NotFound.reply("expected /pools/POOL/backends/ADDR/drain|enable"),
         },
         "/node/drain" | "/node/enable" => {
             let drained = path == "/node/drain";
@@ -244,22 +235,16 @@ async fn route(context: &Arc<AdminContext>, endpoint: Endpoint, req: Request<Inc
                 };
                 mutation(context, &req, command, Answer::Announce).await
             }
-            None => text(
-                StatusCode::NOT_FOUND,
-                "expected /anycast/NAME/withdraw|announce",
-            ),
+            None => Rejection::NotFound.reply("expected /anycast/NAME/withdraw|announce"),
         },
         p if p.starts_with("/apps/") => match parse_app_path(p) {
             Some((name, ask)) => {
                 let command = |reply| AdminCommand::App { name, ask, reply };
                 mutation(context, &req, command, Answer::App).await
             }
-            None => text(
-                StatusCode::NOT_FOUND,
-                "expected /apps/NAME/restart|enable|disable",
-            ),
+            None => Rejection::NotFound.reply("expected /apps/NAME/restart|enable|disable"),
         },
-        _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+        _ => Rejection::NotFound.reply("no such endpoint"),
     }
 }
 
@@ -344,7 +329,7 @@ async fn mutation<T>(
     answer: impl FnOnce(T) -> Answer,
 ) -> Reply {
     if req.method != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        return Rejection::Method.reply("use POST");
     }
     if let Err(refused) = guard(context, req) {
         return refused;
@@ -362,10 +347,9 @@ async fn mutation<T>(
 /// The token check shared by every mutation.
 fn guard(context: &AdminContext, req: &Parts) -> Result<(), Reply> {
     let Some(token) = context.token.borrow().clone() else {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "mutations are disabled: no admin_token is configured",
-        ));
+        return Err(
+            Rejection::NoToken.reply("mutations are disabled: no admin_token is configured")
+        );
     };
     let given = req
         .headers
@@ -374,32 +358,26 @@ fn guard(context: &AdminContext, req: &Parts) -> Result<(), Reply> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return Err(text(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required",
-        ));
+        return Err(Rejection::BadToken.reply("a valid bearer token is required"));
     }
     Ok(())
 }
 
-/// Reads and drops a request body, up to [`MAX_BODY`] (413 beyond, told by its declared length
-/// before reading anything when it has one).
+/// Reads and drops a request body, up to [`MAX_BODY`]: 413 beyond (told by its declared length
+/// before reading anything when it has one), 400 for one that does not parse (a bad chunk:
+/// not a size question), 408 for one that does not come.
 async fn drain_body(body: Incoming) -> Result<(), Reply> {
     use hyper::body::Body;
+    let too_large = || Rejection::TooLarge.reply("request body too large");
     if body.size_hint().lower() > MAX_BODY as u64 {
-        return Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
+        return Err(too_large());
     }
     // A body trickled in slowly must not hold the connection for ever.
     match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        )),
-        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Rejection::Malformed.reply(format!("malformed request body: {e}"))),
+        Err(_) => Err(Rejection::BodyTimeout.reply("request body too slow")),
     }
 }
 

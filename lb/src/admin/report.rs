@@ -106,7 +106,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                     v.name.clone(),
                 ));
             };
-            contract::VrrpInstance::Running(contract::RunningInstance {
+            contract::VrrpInstance::Running(Box::new(contract::RunningInstance {
                 adverts_dropped: status
                     .dropped
                     .iter()
@@ -115,6 +115,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 adverts_received: status.adverts_received,
                 adverts_sent: status.adverts_sent,
                 effective_priority: status.effective_priority,
+                host_fault: status.host_fault.clone(),
                 interface: v.interface.clone(),
                 master: status.master,
                 mode: if v.mode == crate::config::VrrpMode::Cloud {
@@ -140,7 +141,7 @@ pub(super) fn status(context: &AdminContext) -> contract::Status {
                 why: status.why.map(|w| w.describe().to_owned()),
                 worst_margin_ms: status.timing.worst_margin(now).map(millis),
                 worst_send_lateness_ms: status.timing.worst_send_lateness(now).map(millis),
-            })
+            }))
         })
         .collect();
     let services = config
@@ -718,6 +719,11 @@ fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Co
         "admin_connections_shed",
         "Admin connections closed by the listener: evicted (the oldest waiting one, at a cap), refused (at a cap, every connection busy), head_timeout (no whole request in time)",
     );
+    let rejected = counters(
+        r,
+        "admin_requests_rejected",
+        "Admin requests answered with a refusal: bad_token (401), no_token (403, mutations off), not_found (404), method (405), malformed (400), too_large (413, 431), body_timeout (408), busy (503, too many /status and /metrics at once)",
+    );
     let mut endpoints = vec![super::Endpoint::Admin];
     if config.node.healthz_listen.is_some() {
         endpoints.push(super::Endpoint::Healthz);
@@ -735,6 +741,10 @@ fn shedding(r: &mut Registry, context: &AdminContext, config: &crate::config::Co
         ] {
             let l = labels(&[("listener", listener), ("reason", reason)]);
             shed.get_or_create(&l).inc_by(v.load(Relaxed));
+        }
+        for why in super::Rejection::ALL {
+            let l = labels(&[("listener", listener), ("reason", why.as_str())]);
+            rejected.get_or_create(&l).inc_by(c.rejected.count(why));
         }
     }
     let streams = &context.event_streams;

@@ -122,6 +122,38 @@ impl AdminToken {
     }
 }
 
+/// What a token file's permission bits let others than its owner do, as a warning says it;
+/// `None` when that is nothing a secret must not allow. As ssh does for a private key, but
+/// a group may read it: the documented setup is `root:tandem 0640`, which lets the daemon's
+/// group read a file it cannot change. Everyone else may not touch it, and the group may not
+/// change it.
+fn token_file_exposure(mode: u32) -> Option<&'static str> {
+    if mode & 0o004 != 0 {
+        Some("everyone on this host can read the token")
+    } else if mode & 0o002 != 0 {
+        Some("everyone on this host can change the token")
+    } else if mode & 0o001 != 0 {
+        Some("everyone on this host has access to it")
+    } else if mode & 0o020 != 0 {
+        Some("its group can change the token")
+    } else {
+        None
+    }
+}
+
+/// The warning a token file's permissions deserve, naming its mode; `None` when they are
+/// tight (see [`token_file_exposure`]) or cannot be read (the read that follows says why).
+fn token_file_warning(path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    let exposure = token_file_exposure(mode)?;
+    Some(format!(
+        "admin_token_file {path} has mode {mode:04o}: {exposure}, and the token guards swap, \
+         drain and reload; make it 0600 (or 0640 for the group tandem runs as): \
+         chmod go-w,o-rwx {path}"
+    ))
+}
+
 /// The text of a token file: a regular file (a FIFO or a device such as /dev/zero would
 /// block or never end), of at most a token's length and a line break.
 fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
@@ -278,6 +310,9 @@ impl Validator<'_> {
                 let token = AdminToken::File(f.get_ref().into());
                 if let Err(e) = token.resolve() {
                     self.error(f.span(), e.to_string());
+                } else if let Some(warning) = token_file_warning(f.get_ref()) {
+                    // Found by `check`, and logged at start and on every reload.
+                    self.warn(f.span(), warning);
                 }
                 Some(token)
             }

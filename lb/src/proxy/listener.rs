@@ -2,8 +2,9 @@
 //!
 //! A listener is bound once and survives reloads that keep its address: a reload only swaps the
 //! service generation it hands new connections to ([`Listener::generation`]). When a service goes
-//! away its listener stops accepting, takes what is already queued, and closes; its open
-//! connections carry on to their natural end.
+//! away its listener stops accepting and is retired (see [`retire`]): it lets no new handshake
+//! begin, serves with the old config every client whose handshake had begun or was queued, and
+//! closes; its open connections carry on to their natural end.
 //!
 //! A listener is one SO_REUSEPORT socket per data thread (see [`crate::data_threads`]), each with
 //! its own accept loop on its own thread: the kernel spreads the clients over them.
@@ -27,6 +28,7 @@ use super::connect::is_local_exhaustion;
 use super::relay::reset_on_close;
 use super::session;
 use crate::generation::ServiceGeneration;
+use crate::logging::Throttle;
 use crate::stats::SourceSlot;
 
 /// Binds a listening socket the way a load balancer needs it.
@@ -154,6 +156,12 @@ impl Listener {
         Ok(())
     }
 
+    /// Starts [`Listener::stop`] without waiting: with many listeners, each retires (see
+    /// [`retire`]) beside the others.
+    pub fn stop_accepting(&self) {
+        self.stop.cancel();
+    }
+
     /// Stops accepting; connections already queued are still served. Returns when closed.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -168,8 +176,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// While held at `max_conns`, look at the (possibly reloaded) limit again this often.
 const LIMIT_RECHECK: Duration = Duration::from_secs(1);
-/// How often at most an accept loop logs the clients it reset for `max_conns_per_source`.
-const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long a retired listener waits for the handshakes begun before it stopped taking new
+/// ones (a round trip: the client's final ACK), serving each, before it closes.
+pub const RETIRE_GRACE: Duration = Duration::from_millis(250);
 
 /// Accepts one queued client, non-blocking and close-on-exec in the same call. The socket
 /// is handed over unregistered: the session's transport decides whether it joins epoll.
@@ -202,7 +211,8 @@ async fn accept_loop(
     tokio::pin!(stopped);
     let mut backoff = MIN_BACKOFF;
     let mut other_errors = 0u64;
-    let mut rejections = Rejections::default();
+    // Clients reset for `max_conns_per_source`: one line at most every 10 s per accept loop.
+    let mut rejections = Throttle::default();
     let listen = generation.load().config.listen;
     loop {
         let accepted = tokio::select! {
@@ -250,14 +260,7 @@ async fn accept_loop(
             }
         }
     }
-    serve_queued(listener, &generation, &sessions);
-}
-
-/// Clients reset for `max_conns_per_source` since the accept loop last logged them.
-#[derive(Default)]
-struct Rejections {
-    since_logged: u64,
-    logged: Option<tokio::time::Instant>,
+    retire(listener, &generation, &sessions).await;
 }
 
 /// With `max_conns_per_source`, a place for the client's address: `Ok(None)` without the
@@ -268,7 +271,7 @@ fn source_slot(
     service: &ServiceGeneration,
     client: &Socket,
     peer: SocketAddr,
-    rejections: &mut Rejections,
+    rejections: &mut Throttle,
 ) -> Result<Option<SourceSlot>, ()> {
     let max = service.config.max_conns_per_source;
     if max == 0 {
@@ -282,17 +285,10 @@ fn source_slot(
         .rejected_per_source
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     reset_on_close(client);
-    rejections.since_logged += 1;
-    let now = tokio::time::Instant::now();
-    if rejections
-        .logged
-        .is_none_or(|at| now.duration_since(at) >= REJECT_LOG_EVERY)
-    {
+    if let Some(clients) = rejections.note(tokio::time::Instant::now()) {
         tracing::warn!(service = %service.config.name, client = %peer,
-            max_conns_per_source = max, clients = rejections.since_logged,
+            max_conns_per_source = max, clients,
             "clients reset: their address holds max_conns_per_source connections (logged at most once per 10 s per thread)");
-        rejections.since_logged = 0;
-        rejections.logged = Some(now);
     }
     Err(())
 }
@@ -323,20 +319,74 @@ async fn take_slot(
     }
 }
 
-/// Accepts whatever the kernel already queued before the socket closes: closing a listener
-/// resets the connections still in its queue, and those clients did nothing wrong.
-fn serve_queued(
+/// Closes a listener without resetting a client. Closing a listening socket resets every
+/// connection in its queue (established by the kernel, never accepted) and every handshake
+/// still under way on it, and those clients did nothing wrong. So first no new handshake may
+/// begin ([`refuse_new_handshakes`]: a SYN that comes now is dropped, the client sends it again
+/// a second later and is refused by then); then for [`RETIRE_GRACE`] the handshakes already
+/// begun complete and every client queued is served, with the service as it was; then it
+/// closes, and new clients are refused (RST) at once.
+///
+/// What it cannot save: a handshake whose final ACK takes longer than the grace (a client more
+/// than a quarter of a second away) is reset when that ACK comes.
+async fn retire(
     listener: AsyncFd<Socket>,
     generation: &ArcSwap<ServiceGeneration>,
     sessions: &TaskTracker,
 ) {
     let service = generation.load_full();
-    let listener = listener.into_inner();
-    let mut served = 0usize;
-    while let Ok((socket, peer)) = accept(&listener) {
-        service.stats.connection_opened();
-        sessions.spawn(session::serve(socket, peer, service.clone(), None));
-        served += 1;
+    let listen = service.config.listen;
+    if let Err(e) = refuse_new_handshakes(listener.get_ref()) {
+        // Closed at once, as before: a client in the last moment may be reset.
+        tracing::warn!(%listen, error = %e, "could not stop new handshakes on a retired listener");
     }
-    tracing::info!(listen = %service.config.listen, queued_served = served, "listener closed");
+    let serve_queued = |served: &mut usize| {
+        while let Ok((socket, peer)) = accept(listener.get_ref()) {
+            service.stats.connection_opened();
+            sessions.spawn(session::serve(socket, peer, service.clone(), None));
+            *served += 1;
+        }
+    };
+    let mut served = 0usize;
+    let grace = tokio::time::sleep(RETIRE_GRACE);
+    tokio::pin!(grace);
+    loop {
+        serve_queued(&mut served);
+        tokio::select! {
+            () = &mut grace => break,
+            ready = listener.readable() => match ready {
+                Ok(mut ready) => ready.clear_ready(),
+                Err(_) => break,
+            },
+        }
+    }
+    serve_queued(&mut served);
+    drop(listener);
+    tracing::info!(%listen, queued_served = served, "listener closed");
+}
+
+/// Makes the kernel drop every SYN that reaches `listener` (flags SYN without ACK) and pass
+/// everything else, the final ACKs of handshakes already begun among them: no new client can
+/// be established on it, so none can be queued there when it closes. A classic BPF socket
+/// filter; on a TCP socket it sees each segment from its TCP header on.
+fn refuse_new_handshakes(listener: &Socket) -> io::Result<()> {
+    use socket2::SockFilter;
+    // Opcodes of classic BPF (linux/filter.h).
+    const LOAD_BYTE_AT: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const AND: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    // The TCP header's flags byte (RFC 9293 §3.1), and its SYN and ACK bits.
+    const FLAGS: u32 = 13;
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let program = [
+        SockFilter::new(LOAD_BYTE_AT, 0, 0, FLAGS),
+        SockFilter::new(AND, 0, 0, SYN | ACK),
+        // A SYN alone: skip one, to the drop; anything else: on, to the pass.
+        SockFilter::new(JUMP_IF_EQUAL, 1, 0, SYN),
+        SockFilter::new(RETURN, 0, 0, u32::MAX),
+        SockFilter::new(RETURN, 0, 0, 0),
+    ];
+    listener.attach_filter(&program)
 }

@@ -81,6 +81,27 @@ impl Node {
         Self::run(netns::exec(ns, tandem_bin()), config)
     }
 
+    /// Like [`Node::start_in_netns`], with the capabilities `caps` (e.g. `net_admin`) taken away
+    /// from the node although it runs as root: util-linux `setpriv` drops them from the bounding
+    /// and inheritable sets and execs the node in place (the child PID is the node's). `None`,
+    /// after saying why (see [`skipped`]), where `setpriv` is not installed.
+    pub fn start_in_netns_without_caps(ns: &str, caps: &[&str], config: &str) -> Option<Self> {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            skipped("util-linux `setpriv` is not installed: cannot drop capabilities");
+            return None;
+        }
+        let dropped = caps
+            .iter()
+            .map(|c| format!("-{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut command = netns::exec(ns, "setpriv");
+        command
+            .args(["--bounding-set", &dropped, "--inh-caps", &dropped])
+            .arg(tandem_bin());
+        Some(Self::run(command, config))
+    }
+
     /// Like [`Node::start`], with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut command = Command::new(tandem_bin());

@@ -8,6 +8,9 @@
 //! its header alone, and what is measured goes into the fixed histograms of [`Status::timing`].
 //! What needs saying about it (low margins) is said from the link poll, at most every
 //! [`LOW_MARGIN_WARN_EVERY`].
+//!
+//! What the host refuses or fails (the raw socket, a VIP) holds the instance in FAULT as
+//! [`HostFault`] decides: said once, tried again quietly on a backoff, from the link poll.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,6 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Command, InstanceConfig, Status, Transition};
 use crate::accept::{Acceptor, Received, Verdict};
+use crate::host_fault::{self, HostFault, Retry, Trouble};
 use crate::machine::{Action, Input, Machine, State};
 use crate::packet::{self, Advert};
 use crate::sys::addr::Addresses;
@@ -68,10 +72,34 @@ impl Datagram {
 }
 
 impl Sockets {
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
-        match self {
-            Sockets::V4(s) => s.recv(buf).await.map(Datagram::V4),
-            Sockets::V6(s) => s.recv(buf).await.map(Datagram::V6),
+    /// Opens the advert sockets on `link`, sending from `source`, and the ARP / NA one when
+    /// `announce` (the instance manages VIPs). The error says which could not be opened.
+    pub(super) fn open(
+        link: &Link,
+        source: IpAddr,
+        multicast: bool,
+        announce: bool,
+    ) -> Result<(Self, Option<Announcer>), (&'static str, io::Error)> {
+        let sockets = match source {
+            IpAddr::V4(v4) => AdvertSocketV4::open(link, v4, multicast).map(Sockets::V4),
+            IpAddr::V6(v6) => AdvertSocketV6::open(link, v6, multicast).map(Sockets::V6),
+        }
+        .map_err(|e| ("opening the VRRP socket", e))?;
+        let announcer = if announce {
+            let announcer = Announcer::open(link, source.is_ipv4(), source.is_ipv6());
+            Some(announcer.map_err(|e| ("opening the ARP / NA socket", e))?)
+        } else {
+            None
+        };
+        Ok((sockets, announcer))
+    }
+
+    /// The next datagram; never, without sockets (the host refused them).
+    async fn recv(sockets: &Option<Self>, buf: &mut [u8]) -> io::Result<Datagram> {
+        match sockets {
+            Some(Sockets::V4(s)) => s.recv(buf).await.map(Datagram::V4),
+            Some(Sockets::V6(s)) => s.recv(buf).await.map(Datagram::V6),
+            None => std::future::pending().await,
         }
     }
 
@@ -100,7 +128,8 @@ pub(super) struct Driver {
     pub(super) machine: Machine,
     /// Which received messages are adverts for us.
     pub(super) acceptor: Acceptor,
-    pub(super) socket: Sockets,
+    /// `None` while the host refuses them (FAULT, see [`HostFault`]).
+    pub(super) socket: Option<Sockets>,
     /// Where adverts go: the group, or each unicast peer.
     pub(super) destinations: Vec<IpAddr>,
     /// The advert we send, but for its priority, which each send sets.
@@ -126,13 +155,12 @@ pub(super) struct Driver {
     pub(super) last_drop_log: BTreeMap<&'static str, Instant>,
     pub(super) link_fault: bool,
     pub(super) external_fault: bool,
-    /// A VIP could not be added (we must not claim to be master without it) or removed (we
-    /// must not hold it as backup): FAULT until a retry succeeds.
-    pub(super) vip_fault: bool,
+    /// The host refused the sockets or the addresses, or a VIP could not be added (we must not
+    /// claim to be master without it) or removed (we must not hold it as backup): FAULT until
+    /// a retry succeeds.
+    pub(super) host: HostFault,
     /// The machine must hear `Fault(true)` once the current actions are done.
-    pub(super) vip_fault_pending: bool,
-    /// VIPs that could not be removed, retried on every link poll.
-    pub(super) vips_stuck: bool,
+    pub(super) fault_pending: bool,
 }
 
 impl Driver {
@@ -147,6 +175,9 @@ impl Driver {
         self.link_fault = !self.links_up();
         if self.link_fault {
             self.status.send_modify(|s| s.link_fault = true);
+        }
+        // Refused at start (see `Instance::start`): INIT -> FAULT, never a claim that must fail.
+        if self.faulty() {
             self.feed(Input::Fault(true)).await;
         }
         self.feed(Input::Startup).await;
@@ -175,7 +206,7 @@ impl Driver {
                         self.advert_due = None;
                     }
                 }
-                received = self.socket.recv(&mut buf), if recv_resume.is_none() => match received {
+                received = Sockets::recv(&self.socket, &mut buf), if recv_resume.is_none() => match received {
                     Ok(datagram) => self.receive(&buf, datagram).await,
                     Err(e) => {
                         // Counted and logged at most every DROP_LOG_EVERY. Receiving pauses
@@ -196,6 +227,11 @@ impl Driver {
                             Input::Fault(self.faulty())
                         }
                         Command::Relinquish => Input::Relinquish,
+                        Command::RetryHost => {
+                            self.host.retry_now(Instant::now());
+                            self.retry_host().await;
+                            continue;
+                        }
                     };
                     self.feed(input).await;
                 }
@@ -208,15 +244,7 @@ impl Driver {
                         tracing::warn!(instance = %self.config.name, up = !fault, "tracked link changed");
                         self.feed(Input::Fault(self.faulty())).await;
                     }
-                    if self.vips_stuck {
-                        self.remove_vips().await;
-                    }
-                    // After a VIP failure, try again: leaving FAULT may make us master, which
-                    // adds the VIPs anew (and faults again if that still fails).
-                    if self.vip_fault && !self.vips_stuck {
-                        self.vip_fault = false;
-                        self.feed(Input::Fault(self.faulty())).await;
-                    }
+                    self.retry_host().await;
                 }
                 _ = tick(&mut refresh) => {
                     if self.machine.state() == State::Master {
@@ -228,12 +256,96 @@ impl Driver {
         self.feed(Input::Shutdown).await;
     }
 
+    /// Retries what the host refused or failed, when [`HostFault`] says it is due: a probe in
+    /// FAULT (quiet while it keeps failing), or leaving FAULT for the election to claim again.
+    async fn retry_host(&mut self) {
+        let Some(retry) = self.host.due(Instant::now()) else {
+            return;
+        };
+        if retry == Retry::Probe {
+            if let Err((trouble, e)) = self.probe().await {
+                self.host_failed(trouble, &e);
+                return;
+            }
+            if let Some(trouble) = self.host.lifted() {
+                tracing::info!(
+                    instance = %self.config.name,
+                    "VRRP {}: {} works now: leaving FAULT",
+                    self.config.name,
+                    trouble.action()
+                );
+            }
+        }
+        self.status.send_modify(|s| s.host_fault = None);
+        self.feed(Input::Fault(self.faulty())).await;
+    }
+
+    /// Tests, in FAULT, what the host refused or failed: opens the sockets still missing, then
+    /// deletes the VIPs (gone is what FAULT wants; the kernel checks the permission whether or
+    /// not they are there).
+    async fn probe(&mut self) -> Result<(), (Trouble, io::Error)> {
+        if self.socket.is_none() {
+            let announce = self.config.manage_vips;
+            let (socket, announcer) =
+                Sockets::open(&self.link, self.source, self.multicast, announce)
+                    .map_err(|(_, e)| (Trouble::SocketsDenied, e))?;
+            self.socket = Some(socket);
+            self.announcer = announcer;
+        }
+        if self.config.manage_vips {
+            for (ip, prefix) in &self.config.vips {
+                if let Err(e) = self.addresses.clear(self.link.index, *ip, *prefix).await {
+                    return Err((removal_trouble(&e), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds the instance in FAULT for `trouble` (the caller feeds the machine), and says so
+    /// once (see [`HostFault::failed`]).
+    pub(super) fn host_failed(&mut self, trouble: Trouble, error: &io::Error) {
+        let name = &self.config.name;
+        let interface = &self.config.interface;
+        let action = trouble.action();
+        if self.host.failed(Instant::now(), trouble) {
+            match trouble.capability() {
+                Some(capability) => tracing::error!(
+                    instance = %name,
+                    capability,
+                    error = %error,
+                    "VRRP {name}: {action} on {interface} was refused ({error}): the process lacks \
+                     {capability}, or a security policy forbids it. VRRP needs CAP_NET_RAW and \
+                     CAP_NET_ADMIN: run tandem as root, or grant both (AmbientCapabilities= in \
+                     the systemd unit, or setcap on the binary). Until then the instance stays \
+                     in FAULT; it tries again quietly, every {}s at most and on reload",
+                    host_fault::RETRY_MAX.as_secs()
+                ),
+                None => tracing::error!(
+                    instance = %name,
+                    error = %error,
+                    "VRRP {name}: {action} on {interface} failed ({error}): FAULT until it \
+                     works; tried again after a backoff (up to {}s), quietly while it fails",
+                    host_fault::RETRY_MAX.as_secs()
+                ),
+            }
+        }
+        let cause = match trouble.capability() {
+            Some(capability) => format!("{action} on {interface}: {error} (needs {capability})"),
+            None => format!("{action} on {interface}: {error}"),
+        };
+        self.status.send_modify(|s| s.host_fault = Some(cause));
+    }
+
     /// Feeds the machine the datagrams already waiting in the socket, up to the first that
     /// arrived after this call (a bounded number: a flood must not hold the timers up in turn).
     async fn read_waiting(&mut self, buf: &mut [u8]) {
         let started = SystemTime::now();
         for _ in 0..READ_WAITING_MAX {
-            match self.socket.try_recv(buf) {
+            let Some(socket) = &self.socket else {
+                return;
+            };
+            match socket.try_recv(buf) {
                 Ok(Some(datagram)) => {
                     let later = datagram.stamped().is_some_and(|at| at >= started);
                     self.receive(buf, datagram).await;
@@ -361,7 +473,7 @@ impl Driver {
     }
 
     fn faulty(&self) -> bool {
-        self.link_fault || self.external_fault || self.vip_fault
+        self.link_fault || self.external_fault || self.host.is_faulty()
     }
 
     async fn feed(&mut self, input: Input) {
@@ -371,7 +483,7 @@ impl Driver {
     /// Feeds `input` as of `at`: now, or for an advert the time it arrived.
     async fn feed_at(&mut self, at: Instant, input: Input) {
         self.feed_one(at, input).await;
-        if std::mem::take(&mut self.vip_fault_pending) {
+        if std::mem::take(&mut self.fault_pending) {
             self.feed_one(Instant::now(), Input::Fault(true)).await;
         }
     }
@@ -448,10 +560,13 @@ impl Driver {
         let due = self.advert_due.take();
         let now = Instant::now();
         let mut sent = 0;
+        let Some(socket) = &self.socket else {
+            return; // In FAULT: nothing is sent.
+        };
         for &dst in &self.destinations {
             let result = packet::encode_into(&self.advert, self.source, dst, &mut self.send_buf)
                 .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|()| self.socket.send(&self.send_buf, dst));
+                .and_then(|()| socket.send(&self.send_buf, dst));
             match result {
                 Ok(()) => sent += 1,
                 Err(e) => {
@@ -469,20 +584,29 @@ impl Driver {
         });
     }
 
+    /// Adds the VIPs; one that fails puts the instance in FAULT rather than claim an address it
+    /// lacks.
     async fn add_vips(&mut self) {
-        if !self.config.manage_vips {
-            return;
-        }
-        for (ip, prefix) in &self.config.vips {
-            if let Err(e) = self.addresses.add(self.link.index, *ip, *prefix).await {
-                tracing::error!(instance = %self.config.name, vip = %ip, error = %e,
-                    "adding a VIP failed: going to FAULT rather than claiming an address we lack");
-                self.vip_fault = true;
-                self.vip_fault_pending = true;
-                return;
+        if self.config.manage_vips {
+            for (ip, prefix) in &self.config.vips {
+                if let Err(e) = self.addresses.add(self.link.index, *ip, *prefix).await {
+                    let trouble = if denied(&e) {
+                        Trouble::AddressesDenied
+                    } else {
+                        Trouble::AddFailed
+                    };
+                    self.host_failed(trouble, &e);
+                    self.fault_pending = true;
+                    return;
+                }
             }
+            self.start_announcing();
         }
-        self.start_announcing();
+        if let Some(trouble) = self.host.claimed() {
+            tracing::info!(instance = %self.config.name, "VRRP {}: {} works again",
+                self.config.name, trouble.action());
+            self.status.send_modify(|s| s.host_fault = None);
+        }
     }
 
     async fn remove_vips(&mut self) {
@@ -492,19 +616,17 @@ impl Driver {
         if !self.config.manage_vips {
             return;
         }
-        let mut stuck = false;
+        let mut failed = None;
         for (ip, _) in &self.config.vips {
             if let Err(e) = self.addresses.remove(self.link.index, *ip).await {
-                tracing::error!(instance = %self.config.name, vip = %ip, error = %e,
-                    "removing a VIP failed: FAULT (no adverts) until it is gone");
-                stuck = true;
+                failed.get_or_insert(e);
             }
         }
-        if stuck && !self.vips_stuck {
-            self.vip_fault = true;
-            self.vip_fault_pending = true;
+        if let Some(e) = failed {
+            // FAULT (no adverts) until it is gone: we must not hold it as backup.
+            self.host_failed(removal_trouble(&e), &e);
+            self.fault_pending = true;
         }
-        self.vips_stuck = stuck;
     }
 
     /// Gratuitous ARP for every VIP, `garp_repeat` times, `garp_interval` apart, in the
@@ -535,6 +657,22 @@ impl Driver {
             let vips: Vec<IpAddr> = self.config.vips.iter().map(|(ip, _)| *ip).collect();
             announce(announcer, &vips, &self.config.name);
         }
+    }
+}
+
+/// Whether the kernel refused the operation for want of a capability (EPERM), which does not
+/// pass by itself. EACCES is left out: it also means other things (an IPv6 VIP on a link with
+/// IPv6 disabled), which a message about capabilities would only hide.
+pub(super) fn denied(error: &io::Error) -> bool {
+    crate::sys::addr::os_error(error) == Some(libc::EPERM)
+}
+
+/// The trouble a failed removal of a VIP means.
+pub(super) fn removal_trouble(error: &io::Error) -> Trouble {
+    if denied(error) {
+        Trouble::AddressesDenied
+    } else {
+        Trouble::RemoveFailed
     }
 }
 

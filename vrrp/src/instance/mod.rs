@@ -21,12 +21,12 @@ mod driver;
 use driver::{Driver, Sockets};
 
 use crate::accept::Acceptor;
+use crate::host_fault::{HostFault, Trouble};
 use crate::machine::{Machine, MachineConfig, State, Why};
 use crate::packet::Advert;
 use crate::sys::addr::Addresses;
-use crate::sys::announce::Announcer;
 use crate::sys::link::Link;
-use crate::sys::socket::{AdvertSocketV4, AdvertSocketV6, GROUP_V4, GROUP_V6};
+use crate::sys::socket::{GROUP_V4, GROUP_V6};
 use crate::timing::{Timing, Warnings};
 
 /// Everything one instance needs to run.
@@ -71,6 +71,10 @@ pub struct Status {
     /// The instance's own link, or a tracked one, is down (FAULT of its own making, as
     /// opposed to a [`Command::ExternalFault`]).
     pub link_fault: bool,
+    /// Why the host holds the instance in FAULT (a refused socket or address change, a VIP that
+    /// could not be added or removed), as a sentence; `None` otherwise. See
+    /// [`crate::host_fault`].
+    pub host_fault: Option<String>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Dropped packets by reason ([`crate::packet::DecodeError::reason`], or `peer`/`version`).
@@ -100,6 +104,9 @@ pub enum Command {
     ExternalFault(bool),
     /// Hand the master role over (admin swap).
     Relinquish,
+    /// Try again at once what the host refused or failed, whatever the backoff (a reload: the
+    /// operator may have fixed the cause). Nothing happens without a host fault.
+    RetryHost,
 }
 
 /// Why an instance could not start.
@@ -214,13 +221,21 @@ impl Instance {
         let wanted = config.election.primary_address;
         let v6 = wanted.is_ipv6();
         // A VIP still on the link from an earlier run would answer beside the real master, and could
-        // even be taken for the advert source below: remove leftovers first.
+        // even be taken for the advert source below: remove leftovers first. The kernel checks
+        // the permission (CAP_NET_ADMIN) whether or not one is there, so a refusal shows here,
+        // before the election starts: the instance starts in FAULT instead of claiming the
+        // VIPs to fail (see `crate::host_fault`).
+        let mut refused = None;
         if config.manage_vips {
-            for (ip, _) in &config.vips {
-                addresses
-                    .remove(link.index, *ip)
-                    .await
-                    .map_err(io_err("removing a leftover VIP"))?;
+            for (ip, prefix) in &config.vips {
+                match addresses.clear(link.index, *ip, *prefix).await {
+                    Ok(()) => {}
+                    Err(e) if driver::denied(&e) => {
+                        refused = Some((Trouble::AddressesDenied, e));
+                        break;
+                    }
+                    Err(e) => return Err(io_err("removing a leftover VIP")(e)),
+                }
             }
         }
 
@@ -241,16 +256,16 @@ impl Instance {
             ..config.election.clone()
         })?;
         let multicast = config.peers.is_empty();
-        let socket = match source {
-            IpAddr::V4(v4) => AdvertSocketV4::open(&link, v4, multicast).map(Sockets::V4),
-            IpAddr::V6(v6) => AdvertSocketV6::open(&link, v6, multicast).map(Sockets::V6),
-        }
-        .map_err(io_err("opening the VRRP socket"))?;
-        let announcer = if config.manage_vips {
-            let announcer = Announcer::open(&link, !v6, v6);
-            Some(announcer.map_err(io_err("opening the ARP / NA socket"))?)
-        } else {
-            None
+        // A refused socket (no CAP_NET_RAW) is a FAULT, like a refused address; the socket is
+        // opened when a retry finds it allowed.
+        let (socket, announcer) = match Sockets::open(&link, source, multicast, config.manage_vips)
+        {
+            Ok((socket, announcer)) => (Some(socket), announcer),
+            Err((_, e)) if driver::denied(&e) => {
+                refused = Some((Trouble::SocketsDenied, e));
+                (None, None)
+            }
+            Err((what, e)) => return Err(io_err(what)(e)),
         };
         let now = Instant::now();
         let status = Status {
@@ -264,6 +279,7 @@ impl Instance {
             previous: State::Initialize,
             why: None,
             link_fault: false,
+            host_fault: None,
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),
@@ -294,7 +310,7 @@ impl Instance {
             interval: config.election.advert_interval,
             addresses: config.vips.iter().map(|(ip, _)| *ip).collect(),
         };
-        let driver = Driver {
+        let mut driver = Driver {
             acceptor,
             destinations,
             advert,
@@ -319,10 +335,12 @@ impl Instance {
             last_drop_log: BTreeMap::new(),
             link_fault: false,
             external_fault: false,
-            vip_fault: false,
-            vip_fault_pending: false,
-            vips_stuck: false,
+            host: HostFault::default(),
+            fault_pending: false,
         };
+        if let Some((trouble, e)) = refused {
+            driver.host_failed(trouble, &e);
+        }
         let task = tokio::spawn(driver.run(commands_rx, stop_rx));
         Ok(Self {
             commands,

@@ -5,11 +5,11 @@
 //! success, not an error.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use rtnetlink::Handle;
+use rtnetlink::{AddressMessageBuilder, Handle};
 
 /// A netlink connection for address changes. Must be created inside a tokio runtime (its
 /// connection task is spawned there).
@@ -51,6 +51,29 @@ impl Addresses {
             }
         }
         Ok(())
+    }
+
+    /// Removes `ip` from interface `index` as [`Addresses::remove`] does, after asking the
+    /// kernel to delete `ip/prefix` whether or not it is there. The kernel checks that the caller
+    /// may change addresses (CAP_NET_ADMIN) before it looks for the address, so this tells a
+    /// refusal (`PermissionDenied`) even when there is nothing to remove, and adds nothing.
+    pub async fn clear(&self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        let message = match ip {
+            IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(v4, prefix)
+                .build(),
+            IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(v6, prefix)
+                .build(),
+        };
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(netlink_error("remove", ip, e)),
+        }
+        self.remove(index, ip).await
     }
 
     /// Whether `ip` is on interface `index`.
@@ -125,12 +148,62 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-fn netlink_error(what: &str, ip: IpAddr, e: rtnetlink::Error) -> io::Error {
+/// An address change the kernel answered with an error number.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {what} {ip}: {os}")]
+struct Refused {
+    what: &'static str,
+    ip: IpAddr,
+    os: io::Error,
+}
+
+fn netlink_error(what: &'static str, ip: IpAddr, e: rtnetlink::Error) -> io::Error {
     match errno(&e) {
         Some(code) => {
             let os = io::Error::from_raw_os_error(code);
-            io::Error::new(os.kind(), format!("cannot {what} {ip}: {os}"))
+            io::Error::new(os.kind(), Refused { what, ip, os })
         }
         None => io::Error::other(format!("cannot {what} {ip}: {e}")),
+    }
+}
+
+/// The kernel's error number behind `error`: a system call's, or an address change's (whose
+/// message says what was changed). EPERM is a missing capability; EACCES is not always a
+/// refusal of ours (an IPv6 address on a link with IPv6 disabled).
+pub fn os_error(error: &io::Error) -> Option<i32> {
+    error.raw_os_error().or_else(|| {
+        error
+            .get_ref()?
+            .downcast_ref::<Refused>()?
+            .os
+            .raw_os_error()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_number_survives_the_message_of_an_address_change() {
+        let os = io::Error::from_raw_os_error(libc::EPERM);
+        let refused = io::Error::new(
+            os.kind(),
+            Refused {
+                what: "add",
+                ip: "10.0.0.100".parse().unwrap(),
+                os,
+            },
+        );
+        assert_eq!(os_error(&refused), Some(libc::EPERM));
+        assert!(
+            refused.to_string().starts_with("cannot add 10.0.0.100: "),
+            "{refused}"
+        );
+        assert_eq!(
+            os_error(&io::Error::from_raw_os_error(libc::EACCES)),
+            Some(libc::EACCES)
+        );
+        assert_eq!(os_error(&io::Error::other("listing addresses: no")), None);
     }
 }

@@ -378,3 +378,50 @@ fn healthz_path_cannot_hide_the_console_or_the_event_stream() {
         );
     }
 }
+
+#[test]
+fn a_token_file_others_can_read_or_anyone_but_its_owner_can_change_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "0123456789abcdef\n").unwrap();
+    let config = node_with(&format!(
+        "admin_token_file = {:?}",
+        file.display().to_string()
+    ));
+    let warnings_at = |mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let checked = parse_checked(&config, "t").expect("a warning, not an error");
+        assert_eq!(
+            checked.config.node.admin_token,
+            Some(AdminToken::File(file.clone())),
+            "the token is still used"
+        );
+        checked
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    for (mode, exposure) in [
+        (0o644, "everyone on this host can read the token"),
+        (0o604, "everyone on this host can read the token"),
+        (0o602, "everyone on this host can change the token"),
+        (0o601, "everyone on this host has access to it"),
+        (0o660, "its group can change the token"),
+    ] {
+        let warnings = warnings_at(mode);
+        assert_eq!(warnings.len(), 1, "{mode:04o}: {warnings:?}");
+        assert!(
+            warnings[0].starts_with("t:2:20: warning: admin_token_file ")
+                && warnings[0].contains(&format!("has mode {mode:04o}: {exposure}"))
+                && warnings[0].contains("chmod go-w,o-rwx"),
+            "{mode:04o}: {}",
+            warnings[0]
+        );
+    }
+    // The owner alone, or the documented root:tandem 0640: nothing to say.
+    for mode in [0o600, 0o400, 0o640, 0o440] {
+        assert_eq!(warnings_at(mode), Vec::<String>::new(), "{mode:04o}");
+    }
+}
