@@ -413,7 +413,10 @@ fn a_backup_held_up_past_master_down_does_not_take_over_when_it_resumes() {
     let _backends = rack.backends();
     let [lb1, lb2] = rack.start_pair(["", ""]);
     // Master_Down_Interval here is about 0.36 s (100 ms adverts); each stall is twice that.
-    // Several stalls: which of two ready events a runtime serves first can be chance.
+    // Several stalls: which of two ready events a runtime serves first can be chance. The
+    // first starts as lb2 enters Backup, most often before it heard the master: its first
+    // timer, not one an advert started, runs out with the adverts waiting.
+    lb2.wait_log("INIT -> BACKUP", 1);
     for _ in 0..6 {
         lb2.signal(rustix::process::Signal::STOP);
         std::thread::sleep(Duration::from_millis(800));

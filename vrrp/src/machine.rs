@@ -649,17 +649,16 @@ impl Machine {
         // fires first (its advert is due). A backup's Master_Down_Timer ran out before the
         // master's advert came, but the advert was already waiting when the backup got to the
         // timer (the caller reads waiting adverts first): the master is alive, and a takeover
-        // now would only flap the VIP and back. The master keeps its role; the margin was zero,
-        // which the caller counts and warns about.
+        // now would only flap the VIP and back. The master keeps its role, whichever timer ran
+        // out: one its last advert started (the margin was zero, which the caller counts and
+        // warns about), the first after entering Backup (a backup held up before it heard the
+        // master), or a resignation's Skew_Time (another router already advertises as master).
         if self.timer.is_some_and(|deadline| deadline <= now) {
             let keeps_the_master = self.state == State::Backup
-                && self.timer_by_advert
                 && !discarded
                 && priority != STOP_PRIORITY
                 && self.follows(now, priority);
-            if keeps_the_master {
-                self.margin = Some(Duration::ZERO);
-            } else {
+            if !keeps_the_master {
                 self.timeout(now, out);
             }
         }

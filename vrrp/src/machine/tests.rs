@@ -729,6 +729,41 @@ fn a_late_advert_waiting_when_the_timer_is_served_keeps_the_master_with_no_margi
     assert_eq!(m.state(), State::Master);
 }
 
+/// A backup held up before it heard any master (its first Master_Down_Timer overdue), or after
+/// its master resigned (Skew_Time overdue), that finds a master's advert waiting follows that
+/// master instead of taking over and stepping back down. No margin: no advert started the timer.
+#[test]
+fn an_advert_waiting_when_a_first_or_resignation_timer_is_served_keeps_that_master() {
+    let t0 = Instant::now();
+    let mut m = started(config(100), t0);
+    let due = m.next_timeout().unwrap();
+    let read = due + SEC;
+    assert_eq!(m.handle(read, advert(HIGHER_ADDR, 200, SEC)), []);
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master(), Some(HIGHER_ADDR));
+    assert_eq!(m.master_down_margin(), None);
+    assert_eq!(m.next_timeout(), Some(read + m.master_down_interval()));
+
+    // The master resigned; another router (priority 150) advertised before our Skew_Time was
+    // served.
+    let mut m = started(config(100), t0);
+    m.handle(t0, advert(HIGHER_ADDR, 200, SEC));
+    m.handle(t0 + SEC, advert(HIGHER_ADDR, 0, SEC));
+    let due = m.next_timeout().unwrap();
+    assert_eq!(m.handle(due + SEC, advert(LOWER_ADDR, 150, SEC)), []);
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master(), Some(LOWER_ADDR));
+
+    // A waiting advert this backup would preempt does not hold it back.
+    let mut m = started(config(100), t0);
+    let due = m.next_timeout().unwrap();
+    let actions = m.handle(due + SEC, advert(LOWER_ADDR, 50, SEC));
+    assert!(
+        actions.contains(&transition(State::Backup, State::Master, Why::MasterDown)),
+        "{actions:?}"
+    );
+}
+
 /// The margin: how much of the Master_Down_Interval the master's previous advert started was
 /// left when its next one arrived. Only adverts the backup follows, and only against a timer
 /// such an advert started, have one.
