@@ -279,7 +279,7 @@ pub enum Why {
     Preempted,
     /// A master heard a better one: a higher priority, or an equal one from a higher address.
     BetterMaster,
-    /// A tracked interface or check is down.
+    /// A fault: a tracked link or check is down, or the host refused what VRRP needs.
     Fault,
     /// The fault cleared.
     FaultCleared,
@@ -315,7 +315,9 @@ impl Why {
             Why::MasterResigned => "the master resigned (priority-0 advert)",
             Why::Preempted => "took over from a lower-priority master (preempt)",
             Why::BetterMaster => "heard a master with a higher priority",
-            Why::Fault => "a tracked interface or check is down",
+            Why::Fault => {
+                "a fault: a tracked link or check is down, or this host refused the VIPs or the VRRP socket"
+            }
             Why::FaultCleared => "the fault cleared; waiting for a master",
             Why::Relinquished => "an operator handed the master role over (swap)",
             Why::Shutdown => "stopped",

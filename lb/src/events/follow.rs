@@ -217,6 +217,7 @@ mod tests {
             previous: State::Backup,
             why: Some(Why::MasterDown),
             link_fault: false,
+            host_fault: None,
             adverts_sent: 0,
             adverts_received: 0,
             dropped: BTreeMap::new(),

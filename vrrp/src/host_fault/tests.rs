@@ -178,14 +178,17 @@ fn drive_refused_instance(
 
 #[test]
 fn a_refused_instance_stays_in_fault_for_many_intervals_and_takes_part_once_allowed() {
-    use crate::machine::{Action, State};
-    let transition = |from, to| Action::Transition { from, to };
+    use crate::machine::{Action, State, Why};
+    let transition = |from, to, why| Action::Transition { from, to, why };
     let fixed = secs(20);
     let seen = drive_refused_instance(fixed, secs(40));
     let before: Vec<_> = seen.iter().filter(|(at, _)| *at < fixed).collect();
     assert_eq!(
         before,
-        [&(Duration::ZERO, transition(State::Initialize, State::Fault))],
+        [&(
+            Duration::ZERO,
+            transition(State::Initialize, State::Fault, Why::Fault)
+        )],
         "20 s, 200 advert intervals: FAULT from the start, no claim, no advert, no flap"
     );
     let after: Vec<&Action> = seen
@@ -196,14 +199,17 @@ fn a_refused_instance_stays_in_fault_for_many_intervals_and_takes_part_once_allo
     assert_eq!(
         after[..2],
         [
-            &transition(State::Fault, State::Backup),
+            &transition(State::Fault, State::Backup, Why::FaultCleared),
             &Action::SendAdvert { priority: 100 }
         ],
         "once allowed, the next probe lets it take part, as a backup first: {seen:?}"
     );
     assert_eq!(
         after[2..4],
-        [&Action::AddVips, &transition(State::Backup, State::Master)]
+        [
+            &Action::AddVips,
+            &transition(State::Backup, State::Master, Why::MasterDown)
+        ]
     );
     let recovered = seen.iter().find(|(at, _)| *at >= fixed).unwrap().0;
     assert!(

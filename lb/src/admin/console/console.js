@@ -278,7 +278,7 @@ function vrrpSection(node, status) {
       "tr",
       { "data-instance": v.name },
       el("td", {}, v.name, el("span", { class: "note" }, v.mode === "cloud" ? "cloud mode" : v.vips.join(", "))),
-      el("td", {}, el("span", { "data-role-of": v.name }, badge(v.state, roleKind(v.state))), el("span", { class: "why" }, why)),
+      el("td", {}, el("span", { "data-role-of": v.name }, badge(v.state, roleKind(v.state))), el("span", { class: "why" }, why), v.host_fault ? el("span", { class: "error" }, v.host_fault) : null),
       el("td", { class: "num" }, String(v.priority), v.effective_priority !== v.priority ? el("span", { class: "note" }, "effective " + v.effective_priority) : null),
       el("td", {}, v.master || "none seen"),
       el("td", { class: "num" }, String(v.transitions))
