@@ -27,6 +27,7 @@ pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod sd_notify;
+pub mod service_socket;
 pub mod stats;
 pub mod tasks;
 pub mod udp;

@@ -4,41 +4,22 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::netns::{self, has_addr, in_netns};
+use common::netns::{self, admin_in, first_instance_status, has_addr};
 use common::rack::Rack;
 use common::*;
 
-/// `/healthz` (or another request) of the node in `ns`, on its own loopback.
-fn ask(ns: &str, method: &'static str, path: &'static str) -> Option<(u16, String)> {
-    in_netns(ns, move || {
-        let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}"
-        );
-        http_raw(addr, &head, b"")
-    })
-}
-
 fn healthz(ns: &str) -> Option<(u16, String)> {
-    ask(ns, "GET", "/healthz")
+    admin_in(ns, "GET", "/healthz")
 }
 
 /// The value of the sample `name{labels}` in the `/metrics` of the node in `ns`.
 fn metric(ns: &str, sample: &str) -> Option<f64> {
-    let (_, body) = ask(ns, "GET", "/metrics")?;
+    let (_, body) = admin_in(ns, "GET", "/metrics")?;
     body.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-}
-
-/// Field `key` of instance `front` in the `/status` of the node in `ns`.
-fn front_status(ns: &str, key: &str) -> serde_json::Value {
-    let (_, body) = ask(ns, "GET", "/status").unwrap_or_default();
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    status["vrrp"][0][key].clone()
 }
 
 const TOKEN_LINE: &str = "admin_token = \"test-token-0123456789\"";
@@ -116,7 +97,7 @@ peers = ["{peer}"]
     // Normally Master_Down_Interval less one interval: 260 ms, give or take scheduling.
     let mean = sum / margins;
     assert!((0.15..0.36).contains(&mean), "mean margin {mean} s");
-    let worst_margin = front_status(&rack.lbs[1], "worst_margin_ms");
+    let worst_margin = first_instance_status(&rack.lbs[1], "worst_margin_ms");
     assert!(
         worst_margin
             .as_f64()
@@ -124,10 +105,10 @@ peers = ["{peer}"]
         "{worst_margin}"
     );
     assert_eq!(
-        front_status(&rack.lbs[1], "worst_send_lateness_ms"),
+        first_instance_status(&rack.lbs[1], "worst_send_lateness_ms"),
         serde_json::Value::Null
     );
-    let worst_lateness = front_status(&rack.lbs[0], "worst_send_lateness_ms");
+    let worst_lateness = first_instance_status(&rack.lbs[0], "worst_send_lateness_ms");
     assert!(
         worst_lateness
             .as_f64()
@@ -135,12 +116,12 @@ peers = ["{peer}"]
         "{worst_lateness}"
     );
     assert_eq!(
-        front_status(&rack.lbs[0], "worst_margin_ms"),
+        first_instance_status(&rack.lbs[0], "worst_margin_ms"),
         serde_json::Value::Null
     );
 
     // Swap: lb2 becomes primary, and lb1 does not take the role back by preemption.
-    let (code, body) = ask(&rack.lbs[0], "POST", "/swap").unwrap();
+    let (code, body) = admin_in(&rack.lbs[0], "POST", "/swap").unwrap();
     assert_eq!(code, 200, "{body}");
     wait_until(&format!("lb2 primary after swap\n{}", logs()), || {
         roles("secondary", "primary")

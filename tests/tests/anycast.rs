@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::bird::{self, Bird};
-use common::netns::{self, Lan, in_netns, ip};
+use common::netns::{self, Lan, admin_in, in_netns, ip};
 use common::*;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -232,14 +232,8 @@ impl Rack {
     }
 
     /// An admin request to node `i` (1-based), on its loopback, with the token.
-    fn admin(&self, i: usize, method: &'static str, path: &'static str) -> (u16, String) {
-        in_netns(&self.nodes[i - 1], move || {
-            let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
-            let head = format!(
-                "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}"
-            );
-            http_raw(addr, &head, b"").expect("the admin API answers")
-        })
+    fn admin(&self, i: usize, method: &str, path: &str) -> (u16, String) {
+        admin_in(&self.nodes[i - 1], method, path).expect("the admin API answers")
     }
 
     fn announcement(&self, i: usize) -> serde_json::Value {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, has_addr, in_netns};
+use common::netns::{self, admin_in, has_addr, in_netns};
 use common::rack::Rack;
 use common::*;
 use serde_json::Value;
@@ -175,24 +175,13 @@ fn start_pair(rack: &Rack, app_of: impl Fn(usize) -> String) -> [Node; 2] {
     [lb1, lb2]
 }
 
-/// A request to the admin API of the node in `ns`, on its own loopback, with the token.
-fn ask(ns: &str, method: &'static str, path: String) -> Option<(u16, String)> {
-    in_netns(ns, move || {
-        let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}"
-        );
-        http_raw(addr, &head, b"")
-    })
-}
-
 fn healthz(ns: &str) -> Option<(u16, String)> {
-    ask(ns, "GET", "/healthz".to_owned()).map(|(code, body)| (code, body.trim().to_owned()))
+    admin_in(ns, "GET", "/healthz").map(|(code, body)| (code, body.trim().to_owned()))
 }
 
 /// The node's `/status` document.
 fn status(ns: &str) -> Value {
-    let (code, body) = ask(ns, "GET", "/status".to_owned()).expect("the admin API answers");
+    let (code, body) = admin_in(ns, "GET", "/status").expect("the admin API answers");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -368,7 +357,7 @@ fn mirror_mode_runs_the_app_on_the_master_only_and_restarts_it_there() {
     let pid = wait_app_running(&rack, &dirs, 0, Some(pid), &nodes);
     assert_eq!(rack.served_by().as_deref(), Some("lb1"));
     // An app the node does not have: 404.
-    let (code, body) = ask(&rack.lbs[0], "POST", "/apps/nope/restart".to_owned()).unwrap();
+    let (code, body) = admin_in(&rack.lbs[0], "POST", "/apps/nope/restart").unwrap();
     assert_eq!(code, 404, "{body}");
 
     // `tandem disable app`: stopped, and it stays stopped (several check intervals and
@@ -632,7 +621,7 @@ restart = {{ max = {max}, within = "2s", backoff = "1s" }}
         println!("failover to the peer, trial {trial}: {outage:?}");
         failover.push(outage);
         // Back to lb1: enabled, it preempts, and lb2's copy stops.
-        let (code, body) = ask(&rack.lbs[0], "POST", "/apps/web/enable".to_owned()).unwrap();
+        let (code, body) = admin_in(&rack.lbs[0], "POST", "/apps/web/enable").unwrap();
         assert_eq!(code, 200, "{body}");
     }
     println!(

@@ -572,18 +572,6 @@ fn udp_on_the_vip_fails_over_with_it() {
     drop(rack);
 }
 
-/// Field `key` of instance `front` in the `/status` of the node in `ns` (admin on its own
-/// loopback, the default 127.0.0.1:9090); `null` when it does not answer.
-fn front_status(ns: &str, key: &'static str) -> serde_json::Value {
-    let body = netns::in_netns(ns, || {
-        let admin = "127.0.0.1:9090".parse().unwrap();
-        http_raw(admin, "GET /status HTTP/1.1\r\nHost: admin", b"").map(|(_, body)| body)
-    });
-    let status: serde_json::Value =
-        serde_json::from_str(&body.unwrap_or_default()).unwrap_or_default();
-    status["vrrp"][0][key].clone()
-}
-
 /// A node that may not change addresses (no CAP_NET_ADMIN) or open raw sockets (no
 /// CAP_NET_RAW) is in FAULT from the start and stays there, saying why once, instead of
 /// claiming the VIP every Master_Down_Interval and failing (BACKUP -> MASTER -> FAULT every
@@ -597,7 +585,7 @@ fn without_its_capabilities_a_node_stays_in_fault_says_why_once_and_leaves_the_m
     let _backends = rack.backends();
     let lb2 = rack.start(1, 100, "");
     rack.wait_master(1, &[&lb2]);
-    let lb2_transitions = front_status(&rack.lbs[1], "transitions");
+    let lb2_transitions = netns::first_instance_status(&rack.lbs[1], "transitions");
     assert_eq!(lb2_transitions, 2, "INIT -> BACKUP -> MASTER");
 
     for (caps, needs) in [
@@ -609,22 +597,22 @@ fn without_its_capabilities_a_node_stays_in_fault_says_why_once_and_leaves_the_m
             return;
         };
         wait_until(&format!("lb1 in FAULT\n{}", lb1.log_text()), || {
-            front_status(&rack.lbs[0], "state") == "FAULT"
+            netns::first_instance_status(&rack.lbs[0], "state") == "FAULT"
         });
         // 30 advert intervals, and retries after 1 s and 3 s.
         std::thread::sleep(Duration::from_secs(3) + Duration::from_millis(500));
         let log = lb1.log_text();
         assert_eq!(
-            front_status(&rack.lbs[0], "state"),
+            netns::first_instance_status(&rack.lbs[0], "state"),
             "FAULT",
             "{caps:?}\n{log}"
         );
         assert_eq!(
-            front_status(&rack.lbs[0], "transitions"),
+            netns::first_instance_status(&rack.lbs[0], "transitions"),
             1,
             "{caps:?}: INIT -> FAULT and nothing since\n{log}"
         );
-        let cause = front_status(&rack.lbs[0], "host_fault");
+        let cause = netns::first_instance_status(&rack.lbs[0], "host_fault");
         assert!(
             cause.as_str().is_some_and(|c| c.contains(needs)),
             "{caps:?}: /status says why: {cause}"
@@ -641,7 +629,10 @@ fn without_its_capabilities_a_node_stays_in_fault_says_why_once_and_leaves_the_m
         assert!(!log.contains("-> MASTER"), "{caps:?}: never claimed\n{log}");
         assert!(!log.contains("-> BACKUP"), "{caps:?}\n{log}");
         // The master was never challenged.
-        assert_eq!(front_status(&rack.lbs[1], "transitions"), lb2_transitions);
+        assert_eq!(
+            netns::first_instance_status(&rack.lbs[1], "transitions"),
+            lb2_transitions
+        );
         assert!(rack.vip_only_on(1));
         assert_eq!(rack.served_by().as_deref(), Some("lb2"));
         drop(lb1);

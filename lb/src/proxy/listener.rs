@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -29,13 +29,10 @@ use super::relay::reset_on_close;
 use super::session;
 use crate::generation::ServiceGeneration;
 use crate::logging::Throttle;
+use crate::service_socket::{self, Kind};
 use crate::stats::SourceSlot;
 
-/// Binds a listening socket the way a load balancer needs it.
-///
-/// SO_REUSEPORT lets a second process (an upgrade) or a rebind with new options share the
-/// address; IP_FREEBIND lets a standby node listen on a VIP it does not hold yet. IPv6 sockets
-/// are IPv6-only, so `0.0.0.0:80` and `[::]:80` can both be configured.
+/// Binds a listening socket the way a load balancer needs it (see [`crate::service_socket`]).
 ///
 /// One socket is bound for each of `runtimes`, and registered with that runtime here, so that
 /// starting the accept loops later cannot fail.
@@ -60,26 +57,10 @@ pub fn bind(
 }
 
 fn listening_socket(addr: SocketAddr, backlog: u32, freebind: bool) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    let socket = service_socket::new(Kind::Tcp, addr, freebind)?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one syscall here
     // instead of one per client. Small request/response traffic must not wait on Nagle.
     socket.set_tcp_nodelay(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if freebind {
-        if addr.is_ipv4() {
-            socket.set_freebind_v4(true)?;
-        } else {
-            socket.set_freebind_v6(true)?;
-        }
-    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket)

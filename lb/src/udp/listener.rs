@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::worker;
 use crate::generation::ServiceGeneration;
+use crate::service_socket::{self, Kind};
 
 /// What the kernel may queue for a service socket: a burst of small datagrams waits here while
 /// its thread is busy. Capped by `net.core.rmem_max` unless the process may exceed it.
@@ -31,13 +32,12 @@ pub struct Bound {
     sockets: Vec<(Handle, AsyncFd<Socket>)>,
 }
 
-/// Binds `addr` once for each of `runtimes` (SO_REUSEPORT; IPv6 sockets IPv6-only;
-/// IP_FREEBIND for an address this node may hold only later), each registered with its
-/// runtime's reactor here, so that starting the workers cannot fail.
+/// Binds `addr` once for each of `runtimes` (options: [`crate::service_socket`]), each
+/// registered with its runtime's reactor here, so that starting the workers cannot fail.
 pub fn bind(addr: SocketAddr, freebind: bool, runtimes: &[Handle]) -> io::Result<Bound> {
     let mut sockets = Vec::with_capacity(runtimes.len());
     for runtime in runtimes {
-        let socket = service_socket(addr, freebind)?;
+        let socket = udp_socket(addr, freebind)?;
         let _entered = runtime.enter();
         let registered = syscall::reactor::register(socket, Interest::READABLE)?;
         sockets.push((runtime.clone(), registered));
@@ -45,24 +45,8 @@ pub fn bind(addr: SocketAddr, freebind: bool, runtimes: &[Handle]) -> io::Result
     Ok(Bound { sockets })
 }
 
-fn service_socket(addr: SocketAddr, freebind: bool) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(Protocol::UDP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if freebind {
-        if addr.is_ipv4() {
-            socket.set_freebind_v4(true)?;
-        } else {
-            socket.set_freebind_v6(true)?;
-        }
-    }
+fn udp_socket(addr: SocketAddr, freebind: bool) -> io::Result<Socket> {
+    let socket = service_socket::new(Kind::Udp, addr, freebind)?;
     // Best effort: the kernel caps it at rmem_max, which is what a node without tuning gets.
     let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     socket.bind(&addr.into())?;

@@ -251,3 +251,23 @@ pub fn neighbour_mac(ns: &str, addr: Ipv4Addr) -> Option<String> {
         .nth(1)
         .map(str::to_owned)
 }
+
+/// `METHOD path` against the admin API of the node in `ns`, at its default address on its own
+/// loopback (127.0.0.1:9090), with the test token: (status, body); `None` if it did not answer.
+pub fn admin_in(ns: &str, method: &str, path: &str) -> Option<(u16, String)> {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}",
+        super::ADMIN_TOKEN
+    );
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], 9090));
+    in_netns(ns, move || super::http_raw(admin, &head, b""))
+}
+
+/// Field `key` of the first VRRP instance in the `/status` of the node in `ns` (see
+/// [`admin_in`]); `null` while it does not answer.
+pub fn first_instance_status(ns: &str, key: &str) -> serde_json::Value {
+    let body = admin_in(ns, "GET", "/status").map(|(_, body)| body);
+    let status: serde_json::Value =
+        serde_json::from_str(&body.unwrap_or_default()).unwrap_or_default();
+    status["vrrp"][0][key].clone()
+}
