@@ -118,10 +118,6 @@ impl Browser {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
     /// Opens `url` (see [`Browser::wait_for`] for what it then shows).
     pub fn navigate(&mut self, url: &str) {
         self.driver.navigate(url);
