@@ -1,15 +1,18 @@
-//! The operator console in a real browser (headless Chromium over the DevTools protocol),
-//! against a pair of nodes in cloud mode, in namespaces the test builds: the page shows both
-//! nodes' roles, a backend going down within two seconds of its check failing, refuses an
-//! action without the token, drains a backend with it, swaps the roles, and shows a peer that
-//! stops answering as unreachable. A screenshot of the page is saved for a person to look at.
+//! The operator console in real browsers, headless Chromium (over the DevTools protocol) and
+//! Firefox (over WebDriver BiDi), against a pair of nodes in cloud mode, in namespaces the test
+//! builds: the page shows both nodes' roles, a backend going down within two seconds of its
+//! check failing, refuses an action without the token, drains a backend with it, swaps the
+//! roles, and shows a peer that stops answering as unreachable, and the page logs no error on
+//! the way. Screenshots of the page are saved for a person to look at.
+//!
+//! The scenario is written once ([`scenario`]); each browser runs it in a test of its own.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use common::browser::{self, Browser};
+use common::browser::{self, Browser, Kind};
 use common::netns::in_netns;
 use common::rack::Rack;
 use common::*;
@@ -120,11 +123,22 @@ const RESULT: &str = "document.getElementById('result').textContent";
 const LOCK: &str = "document.getElementById('lock-button').click(); true";
 
 #[test]
-fn the_console_shows_the_pair_and_acts_only_with_the_token() {
-    let Some(rack) = Rack::new("console in a browser") else {
+fn the_console_shows_the_pair_and_acts_only_with_the_token_in_chromium() {
+    scenario(Kind::Chromium);
+}
+
+#[test]
+fn the_console_shows_the_pair_and_acts_only_with_the_token_in_firefox() {
+    scenario(Kind::Firefox);
+}
+
+/// The console in browser `kind`, from a pair's start to its peer's death.
+fn scenario(kind: Kind) {
+    let test = format!("console in {}", kind.name());
+    let Some(rack) = Rack::new(&test) else {
         return;
     };
-    if !browser::available("console in a browser") {
+    if !browser::available(kind, &test) {
         return;
     }
     let _backends = [
@@ -146,7 +160,7 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
     );
 
     let started = Instant::now();
-    let mut page = Browser::start_in_netns(&rack.client);
+    let mut page = Browser::start_in_netns(kind, &rack.client);
     page.navigate(&format!("http://{}:9090/", rack.lb_ip(0)));
     let patience = Duration::from_secs(10);
     page.wait_for(
@@ -278,7 +292,8 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
         }
     });
     std::thread::sleep(Duration::from_millis(1200));
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-{}.png", kind.name()));
     page.screenshot(&shot);
     eprintln!("console screenshot: {}", shot.display());
 
@@ -296,9 +311,17 @@ fn the_console_shows_the_pair_and_acts_only_with_the_token() {
         "no panel shows lb2's last status"
     );
     let peer: Ipv4Addr = rack.lb_ip(1);
-    page.screenshot(&shot.with_file_name("console-peer-down.png"));
+    page.screenshot(&shot.with_file_name(format!("console-{}-peer-down.png", kind.name())));
+    let errors = page.errors();
+    assert!(
+        errors.is_empty(),
+        "the page logged errors in {}:\n{}",
+        kind.name(),
+        errors.join("\n")
+    );
     eprintln!(
-        "the whole browser test took {:?} (peer {peer})",
+        "the whole test in {} took {:?} (peer {peer})",
+        kind.name(),
         started.elapsed()
     );
     drop(lb1);
