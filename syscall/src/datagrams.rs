@@ -475,6 +475,39 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_that_cannot_segment_refuses_with_einval_and_sends_one_by_one() {
+        // Without UDP checksums (SO_NO_CHECK) the kernel cannot segment: the same refusal a
+        // route with a smaller MTU than the segment gives, which callers answer by sending
+        // one by one.
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tx.connect(sink.local_addr().unwrap()).unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor, and a c_int option value of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+        let mut batch = Batch::new(2, 64);
+        batch.set_len(0, 20);
+        batch.set_len(1, 20);
+        let err = batch.send_segmented(tx.as_fd(), 0..2, b"").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(batch.send(tx.as_fd(), 0..2, b"", false).unwrap(), 2);
+        let mut buf = [0u8; 64];
+        assert_eq!(sink.recv(&mut buf).unwrap(), 20);
+        assert_eq!(sink.recv(&mut buf).unwrap(), 20);
+    }
+
+    #[test]
     fn a_datagram_longer_than_its_slot_is_marked_cut_short() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -634,12 +634,13 @@ fn next_send(
     (end, false)
 }
 
-/// The kernel cannot send this socket's datagrams segmented (a segment longer than its
-/// route's MTU allows, or no UDP GSO on the way).
+/// The kernel cannot send this socket's datagrams segmented: a segment longer than its
+/// route's MTU allows (`EINVAL`, or `EMSGSIZE`), a device that cannot checksum them or IPsec
+/// on the way (`EIO`), a kernel without UDP GSO (`ENOPROTOOPT`, `EOPNOTSUPP`).
 fn cannot_segment(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+        Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
     )
 }
 
@@ -653,7 +654,7 @@ mod tests {
     use super::*;
 
     fn batch(sizes: &[usize]) -> Batch {
-        let mut batch = Batch::new(sizes.len(), 20_000);
+        let mut batch = Batch::new(sizes.len(), 65_536);
         for (i, &len) in sizes.iter().enumerate() {
             batch.set_len(i, len);
         }
@@ -698,12 +699,9 @@ mod tests {
         assert_eq!(cuts(&[1400; 40], 28, true), [(40, true)]);
         // 8,000 bytes each: 8 fit under 65,000.
         assert_eq!(cuts(&[8000; 12], 0, true), [(8, true), (4, true)]);
-        // More than MAX_SEGMENTS small ones.
-        let many = vec![10; datagrams::MAX_SEGMENTS + 3];
-        assert_eq!(
-            cuts(&many, 0, true),
-            [(datagrams::MAX_SEGMENTS, true), (3, true)]
-        );
+        // As many small ones as a batch holds: no more than one segmented send carries.
+        let many = vec![10; datagrams::MAX_BATCH];
+        assert_eq!(cuts(&many, 0, true), [(datagrams::MAX_BATCH, true)]);
         // Two too long for one segmented send together: a sendmmsg.
         assert_eq!(cuts(&[40_000, 40_000], 0, true), [(2, false)]);
     }
