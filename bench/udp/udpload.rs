@@ -3,8 +3,12 @@
 //!   udpload echo ADDR                       echo server (replies with what it got)
 //!   udpload rr TARGET CLIENTS SECS SIZE     request/response: CLIENTS sockets, each with one
 //!                                           request in flight; prints answered/s and lost
-//!   udpload flood TARGET SINK SECS SIZE     one way: blasts SIZE-byte datagrams at TARGET for
-//!                                           SECS, counts what reaches SINK (bound here)
+//!   udpload flood TARGET SINK SECS SIZE [RATE]
+//!                                           one way: SIZE-byte datagrams at TARGET for SECS,
+//!                                           as fast as it can, or RATE per second (in bursts
+//!                                           of RATE/1000 each millisecond); counts what
+//!                                           reaches SINK (bound here): taken, and dropped at
+//!                                           its socket for want of room
 //!   udpload flows TARGET N HOLD             N sockets send one datagram each, then hold HOLD s
 //!
 //! Every mode is bounded by its SECS (or HOLD); nothing waits forever (200 ms read timeouts).
@@ -26,7 +30,13 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("echo") => echo(arg(&args, 2)),
         Some("rr") => rr(arg(&args, 2), arg(&args, 3), arg(&args, 4), arg(&args, 5)),
-        Some("flood") => flood(arg(&args, 2), arg(&args, 3), arg(&args, 4), arg(&args, 5)),
+        Some("flood") => flood(
+            arg(&args, 2),
+            arg(&args, 3),
+            arg(&args, 4),
+            arg(&args, 5),
+            args.get(6).map(|_| arg(&args, 6)),
+        ),
         Some("flows") => flows(arg(&args, 2), arg(&args, 3), arg(&args, 4)),
         _ => {
             eprintln!("usage: see the header of udpload.rs");
@@ -90,13 +100,15 @@ fn rr(target: SocketAddr, clients: usize, secs: u64, size: usize) {
     );
 }
 
-fn flood(target: SocketAddr, sink: SocketAddr, secs: u64, size: usize) {
-    let socket = UdpSocket::bind(sink).expect("bind the sink");
+fn flood(target: SocketAddr, sink: SocketAddr, secs: u64, size: usize, rate: Option<u64>) {
+    // Shared with the counting thread, and open until its drops are read below (a socket
+    // closed first is gone from /proc/net/udp, and its drops with it).
+    let socket = Arc::new(UdpSocket::bind(sink).expect("bind the sink"));
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let counter = {
-        let (stop, received) = (stop.clone(), received.clone());
+        let (socket, stop, received) = (socket.clone(), stop.clone(), received.clone());
         thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             while !stop.load(Ordering::Relaxed) {
@@ -112,10 +124,35 @@ fn flood(target: SocketAddr, sink: SocketAddr, secs: u64, size: usize) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mut sent = 0u64;
-    while Instant::now() < deadline {
-        for _ in 0..64 {
-            if sender.send(&payload).is_ok() {
-                sent += 1;
+    match rate {
+        None => {
+            while Instant::now() < deadline {
+                for _ in 0..64 {
+                    if sender.send(&payload).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        Some(rate) => {
+            // Paced: each millisecond its share, then sleep to the next millisecond.
+            let tick = Duration::from_millis(1);
+            let mut next = started;
+            let mut due = 0u64;
+            let mut ticks = 0u64;
+            while next < deadline {
+                ticks += 1;
+                let target_total = rate * ticks / 1000;
+                while due < target_total {
+                    if sender.send(&payload).is_ok() {
+                        sent += 1;
+                    }
+                    due += 1;
+                }
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
             }
         }
     }
@@ -127,6 +164,7 @@ fn flood(target: SocketAddr, sink: SocketAddr, secs: u64, size: usize) {
     // What reached the sink's socket but found its queue full: forwarded by the proxy all the
     // same (the kernel's per-socket count, read while the socket is still open).
     let dropped = socket_drops(sink.port());
+    drop(socket);
     println!(
         "flood sent_per_s {:.0} delivered_per_s {:.0} delivered_share {:.3} arrived_per_s {:.0}",
         sent as f64 / secs as f64,

@@ -219,6 +219,104 @@ impl Batch {
     }
 }
 
+/// `UDP_SEGMENT` (linux/udp.h; the libc crate has it only for some targets): the size of
+/// the datagrams one `sendmsg` of a longer buffer is split into (UDP GSO, Linux 4.18).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// The most datagrams one segmented send carries (the kernel's `UDP_MAX_SEGMENTS`, 64 before
+/// Linux 6.9 and 128 since; the lower bound holds on both).
+pub const MAX_SEGMENTS: usize = 64;
+
+/// The most bytes one segmented send carries: its datagrams, prefixes included, travel as
+/// one IP packet until split, so they fit an IPv4 or IPv6 length field with its headers.
+pub const MAX_SEGMENTED_BYTES: usize = 65_000;
+
+impl Batch {
+    /// Sends the datagrams of `slots`, `prefix` before each payload, to the socket's
+    /// connected address in one `sendmsg` with UDP GSO: the kernel carries them through its
+    /// stack as one buffer and splits it into datagrams of `prefix + payload(first)` bytes
+    /// (at the device, or at a local receiving socket), saving the per-datagram route, queue
+    /// and device work. Every payload but the last must be as long as the first and the last
+    /// no longer; at most [`MAX_SEGMENTS`] datagrams and [`MAX_SEGMENTED_BYTES`] bytes
+    /// (`InvalidInput` otherwise, nothing sent). All go or none: `Ok` is the count. The
+    /// kernel refuses a segment longer than the path's MTU allows, or a socket or route that
+    /// cannot segment (`EINVAL`, `EIO`, `ENOPROTOOPT`): the caller sends those one by one.
+    pub fn send_segmented(
+        &self,
+        fd: BorrowedFd<'_>,
+        slots: Range<usize>,
+        prefix: &[u8],
+    ) -> io::Result<usize> {
+        let slots = slots.start..slots.end.min(self.slots());
+        let count = slots.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let segment = prefix.len() + self.payload(slots.start).len();
+        let total: usize = slots
+            .clone()
+            .map(|i| prefix.len() + self.payload(i).len())
+            .sum();
+        let uniform = slots.clone().enumerate().all(|(k, i)| {
+            let len = prefix.len() + self.payload(i).len();
+            len == segment || (k + 1 == count && len <= segment)
+        });
+        let segment_size = u16::try_from(segment).ok().filter(|&s| s > 0);
+        let Some(segment_size) = segment_size
+            .filter(|_| uniform && count <= MAX_SEGMENTS && total <= MAX_SEGMENTED_BYTES)
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagrams not of one size, or too many or too long for one segmented send",
+            ));
+        };
+        let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); 2 * MAX_SEGMENTS];
+        let mut used = 0;
+        for i in slots {
+            for part in [prefix, self.payload(i)] {
+                if !part.is_empty() {
+                    iovs[used].write(libc::iovec {
+                        iov_base: part.as_ptr().cast_mut().cast(),
+                        iov_len: part.len(),
+                    });
+                    used += 1;
+                }
+            }
+        }
+        // Room for one control message of a u16, aligned as a `cmsghdr`.
+        let mut control = [0u64; 4];
+        // SAFETY: all-zero is a valid `msghdr`; the fields the kernel reads are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iovs.as_mut_ptr().cast();
+        msg.msg_iovlen = used as _;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a length.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as _;
+        debug_assert!(msg.msg_controllen as usize <= std::mem::size_of_val(&control));
+        // SAFETY: `msg` points at `control`, which is aligned for a `cmsghdr` and has room
+        // for the header and its u16 (checked above), so the first header is in bounds and
+        // its data may be written unaligned.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+            libc::CMSG_DATA(cmsg)
+                .cast::<u16>()
+                .write_unaligned(segment_size);
+        }
+        // SAFETY: `msg` points at the first `used` iovecs (initialised above, pointing at
+        // `prefix` and payloads that outlive the call) and at `control`; the kernel only
+        // reads them. MSG_DONTWAIT: the call never blocks.
+        let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(count)
+        }
+    }
+}
+
 /// The address in `storage` (`len` bytes of it), if it is IPv4 or IPv6.
 fn from_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
@@ -334,6 +432,79 @@ mod tests {
         assert_eq!(batch.send(tx.as_fd(), 4..5, b"", false).unwrap(), 1);
         let n = sink.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"three");
+    }
+
+    #[test]
+    fn a_segmented_send_arrives_as_separate_datagrams_of_their_own_sizes() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tx.connect(sink.local_addr().unwrap()).unwrap();
+        let mut batch = Batch::new(8, 2048);
+        let sizes = [1400, 1400, 1400, 1400, 300];
+        for (i, &len) in sizes.iter().enumerate() {
+            batch.slot_mut(i + 1)[..len].fill(i as u8 + 1);
+            batch.set_len(i + 1, len);
+        }
+        let mut buf = vec![0u8; 70_000];
+        // Plain, and with a prefix before each (PROXY v2 headers).
+        for prefix in [&b""[..], b"HDR:"] {
+            assert_eq!(batch.send_segmented(tx.as_fd(), 1..6, prefix).unwrap(), 5);
+            for (i, &len) in sizes.iter().enumerate() {
+                let n = sink.recv(&mut buf).unwrap();
+                assert_eq!(n, prefix.len() + len, "datagram {i}");
+                assert_eq!(&buf[..prefix.len()], prefix);
+                assert!(buf[prefix.len()..n].iter().all(|&b| b == i as u8 + 1));
+            }
+        }
+        // Not of one size (a longer one after the first), or too many bytes: refused whole.
+        batch.set_len(2, 1500);
+        let err = batch.send_segmented(tx.as_fd(), 1..6, b"").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let mut wide = Batch::new(2, 40_000);
+        wide.set_len(0, 40_000);
+        wide.set_len(1, 40_000);
+        let err = wide.send_segmented(tx.as_fd(), 0..2, b"").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        sink.set_nonblocking(true).unwrap();
+        assert!(
+            sink.recv(&mut buf).is_err(),
+            "nothing of a refused send went"
+        );
+    }
+
+    #[test]
+    fn a_socket_that_cannot_segment_refuses_with_einval_and_sends_one_by_one() {
+        // Without UDP checksums (SO_NO_CHECK) the kernel cannot segment: the same refusal a
+        // route with a smaller MTU than the segment gives, which callers answer by sending
+        // one by one.
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tx.connect(sink.local_addr().unwrap()).unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor, and a c_int option value of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+        let mut batch = Batch::new(2, 64);
+        batch.set_len(0, 20);
+        batch.set_len(1, 20);
+        let err = batch.send_segmented(tx.as_fd(), 0..2, b"").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(batch.send(tx.as_fd(), 0..2, b"", false).unwrap(), 2);
+        let mut buf = [0u8; 64];
+        assert_eq!(sink.recv(&mut buf).unwrap(), 20);
+        assert_eq!(sink.recv(&mut buf).unwrap(), 20);
     }
 
     #[test]

@@ -378,6 +378,53 @@ fn a_64_kib_datagram_passes_whole_and_proxy_v2_heads_each_datagram() {
 }
 
 #[test]
+fn runs_of_equal_datagrams_reach_the_backend_as_the_datagrams_sent() {
+    // A run of one flow's datagrams of one size goes to the backend in one segmented send
+    // (UDP GSO; the last of a run may be shorter): the backend must still get each datagram
+    // whole, on its own and in order, whatever the runs and their breaks.
+    let ip = IpAddr::V4(loopback_ip());
+    let sink = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    sink.set_recv_buffer_size(4 << 20).unwrap();
+    sink.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    let sink: std::net::UdpSocket = sink.into();
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let listen = free_udp_addr(ip);
+    let admin = free_addr(ip);
+    let backends = format!("[{{ addr = \"{}\" }}]", sink.local_addr().unwrap());
+    let node = Node::start(&udp_config(listen, admin, 1, &backends, ""));
+    node.wait_log("listening on", 1);
+    node.wait_listening(admin);
+    let client = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+    client.connect(listen).unwrap();
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        sizes.extend([1200; 20]);
+        sizes.push(500); // a shorter one closes a run
+        sizes.extend([64; 15]);
+        sizes.push(1300); // a longer one breaks it
+        sizes.extend([9000; 4]);
+        sizes.push(7);
+    }
+    let datagram = |i: usize, len: usize| -> Vec<u8> {
+        let mut d = vec![(i % 251) as u8; len];
+        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        d
+    };
+    // Sent back to back, so that they queue and go on in batches.
+    for (i, &len) in sizes.iter().enumerate() {
+        client.send(&datagram(i, len)).unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    for (i, &len) in sizes.iter().enumerate() {
+        let n = sink
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {}: {e}", sizes.len()));
+        assert_eq!(buf[..n], datagram(i, len)[..], "datagram {i} ({len} bytes)");
+    }
+    assert_eq!(service(admin)["datagrams_in"], sizes.len() as u64);
+}
+
+#[test]
 fn sigterm_serves_open_flows_until_they_end_and_takes_no_new_one() {
     let a = UdpBackend::start("a");
     let mut node = start(1, &[&a], "idle_timeout = \"1500ms\"");

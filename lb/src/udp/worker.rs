@@ -5,7 +5,9 @@
 //!
 //! - the service socket: `recvmmsg` takes up to [`BATCH`] client datagrams; each finds its
 //!   flow (or starts one: max_flows, a pick, a connected backend socket) and consecutive
-//!   datagrams of one flow go to its backend in one `sendmmsg`;
+//!   datagrams of one flow go to its backend together: a run of one size in one segmented
+//!   send (UDP GSO: the kernel's stack carries it as one buffer and splits it into the
+//!   datagrams at the end), the others in one `sendmmsg`;
 //! - the epoll instance: its ready backend sockets are read with `recvmmsg`, their replies
 //!   gathered, addressed to their clients and sent in one `sendmmsg` from the service socket.
 //!
@@ -27,7 +29,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustix::event::{Timespec, epoll};
 use socket2::{Domain, Socket, Type};
-use syscall::datagrams::Batch;
+use syscall::datagrams::{self, Batch};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
@@ -72,6 +74,9 @@ struct Flow {
     header: Box<[u8]>,
     /// A reply has come: the backend answers (clears its failures once, not per datagram).
     answered: bool,
+    /// Runs of equal-sized datagrams go to the backend in one segmented send (UDP GSO) until
+    /// the kernel refuses one for this socket (its route's MTU, or no GSO): then one by one.
+    segments: bool,
 }
 
 impl Flow {
@@ -335,6 +340,7 @@ impl State {
             exchange: Exchange::new(config.responses),
             header,
             answered: false,
+            segments: true,
         };
         let (id, evicted) = self.table.insert(client, flow, now);
         if let Some((_, old)) = evicted {
@@ -359,7 +365,7 @@ impl State {
     }
 
     /// Sends the datagrams in `slots` (all of flow `id`) to its backend, as many per call as
-    /// the kernel takes.
+    /// the kernel takes: runs of one size in one segmented send, the rest in `sendmmsg`.
     fn send_run(&mut self, id: FlowId, slots: std::ops::Range<usize>) {
         let Some(flow) = self.table.get_mut(id) else {
             return;
@@ -367,9 +373,18 @@ impl State {
         let mut start = slots.start;
         let mut refusal = None;
         while start < slots.end {
-            let sent =
-                self.requests
-                    .send(flow.socket.as_fd(), start..slots.end, &flow.header, false);
+            let (end, segmented) = next_send(
+                &self.requests,
+                start..slots.end,
+                flow.header.len(),
+                flow.segments,
+            );
+            let fd = flow.socket.as_fd();
+            let sent = if segmented {
+                self.requests.send_segmented(fd, start..end, &flow.header)
+            } else {
+                self.requests.send(fd, start..end, &flow.header, false)
+            };
             match sent {
                 Ok(0) => break,
                 Ok(k) => {
@@ -382,6 +397,11 @@ impl State {
                     state.datagrams_in.fetch_add(k as u64, Relaxed);
                     state.bytes_in.fetch_add(bytes as u64, Relaxed);
                     start += k;
+                }
+                Err(e) if segmented && cannot_segment(&e) => {
+                    tracing::debug!(backend = %flow.hold.state.addr, error = %e,
+                        "no segmented sends to this backend: datagrams go one by one");
+                    flow.segments = false;
                 }
                 Err(e) if is_full(&e) => {
                     let lost = (slots.end - start) as u64;
@@ -573,7 +593,116 @@ fn backend_socket(backend: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// The next send of `slots` (each datagram to go with a `header`-byte prefix): where it ends,
+/// and whether it is segmented (a run of two or more datagrams of one size, the last maybe
+/// shorter, within what one segmented send carries) or a `sendmmsg` of the datagrams up to
+/// the next such run (all of them when not `segments`).
+fn next_send(
+    batch: &Batch,
+    slots: std::ops::Range<usize>,
+    header: usize,
+    segments: bool,
+) -> (usize, bool) {
+    let run_at = |start: usize| -> usize {
+        let size = batch.payload(start).len();
+        let mut end = start + 1;
+        let mut bytes = header + size;
+        while end < slots.end && end - start < datagrams::MAX_SEGMENTS {
+            let len = batch.payload(end).len();
+            bytes += header + len;
+            if len > size || bytes > datagrams::MAX_SEGMENTED_BYTES {
+                break;
+            }
+            end += 1;
+            if len < size {
+                break;
+            }
+        }
+        end - start
+    };
+    if !segments {
+        return (slots.end, false);
+    }
+    let first = run_at(slots.start);
+    if first >= 2 {
+        return (slots.start + first, true);
+    }
+    let mut end = slots.start + 1;
+    while end < slots.end && run_at(end) < 2 {
+        end += 1;
+    }
+    (end, false)
+}
+
+/// The kernel cannot send this socket's datagrams segmented: a segment longer than its
+/// route's MTU allows (`EINVAL`, or `EMSGSIZE`), a device that cannot checksum them or IPsec
+/// on the way (`EIO`), a kernel without UDP GSO (`ENOPROTOOPT`, `EOPNOTSUPP`).
+fn cannot_segment(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
 /// The send buffer is full: the datagram waits nowhere, it is dropped.
 fn is_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(sizes: &[usize]) -> Batch {
+        let mut batch = Batch::new(sizes.len(), 65_536);
+        for (i, &len) in sizes.iter().enumerate() {
+            batch.set_len(i, len);
+        }
+        batch
+    }
+
+    /// The sends `next_send` cuts `sizes` into: (datagrams, segmented) each.
+    fn cuts(sizes: &[usize], header: usize, segments: bool) -> Vec<(usize, bool)> {
+        let batch = batch(sizes);
+        let mut start = 0;
+        let mut sends = Vec::new();
+        while start < sizes.len() {
+            let (end, segmented) = next_send(&batch, start..sizes.len(), header, segments);
+            assert!(end > start);
+            sends.push((end - start, segmented));
+            start = end;
+        }
+        sends
+    }
+
+    #[test]
+    fn runs_of_one_size_go_segmented_and_the_rest_in_one_sendmmsg_between_them() {
+        // A run ends at a longer datagram, or takes a shorter one as its last.
+        let sizes = [100, 100, 100, 40, 40, 500, 80, 900, 900, 900];
+        assert_eq!(
+            cuts(&sizes, 0, true),
+            [(4, true), (1, false), (2, true), (3, true)]
+        );
+        // Growing sizes pair with nothing: one sendmmsg, up to a run.
+        assert_eq!(cuts(&[10, 20, 30], 0, true), [(3, false)]);
+        assert_eq!(
+            cuts(&[10, 20, 20, 30], 0, true),
+            [(1, false), (2, true), (1, false)]
+        );
+        // A socket that cannot segment: everything in sendmmsg.
+        assert_eq!(cuts(&sizes, 0, false), [(10, false)]);
+    }
+
+    #[test]
+    fn a_segmented_send_stays_within_the_kernels_bounds() {
+        // 40 of 1,400 bytes with a 28-byte header each: 57,120 bytes, in one.
+        assert_eq!(cuts(&[1400; 40], 28, true), [(40, true)]);
+        // 8,000 bytes each: 8 fit under 65,000.
+        assert_eq!(cuts(&[8000; 12], 0, true), [(8, true), (4, true)]);
+        // As many small ones as a batch holds: no more than one segmented send carries.
+        let many = vec![10; datagrams::MAX_BATCH];
+        assert_eq!(cuts(&many, 0, true), [(datagrams::MAX_BATCH, true)]);
+        // Two too long for one segmented send together: a sendmmsg.
+        assert_eq!(cuts(&[40_000, 40_000], 0, true), [(2, false)]);
+    }
 }
