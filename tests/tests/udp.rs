@@ -1,7 +1,7 @@
 //! UDP services end to end: real UDP backends on loopback, a real node, real datagrams.
 //! Flows stick and spread by the algorithm, end at their replies or when idle, are bounded by
 //! `max_flows`, move off a dead backend; a `udp` health check; reload under load; TCP and UDP
-//! on one port; drain.
+//! on one port; segmented sends, and one by one where the MTU refuses them; drain.
 
 mod common;
 
@@ -448,4 +448,56 @@ fn sigterm_serves_open_flows_until_they_end_and_takes_no_new_one() {
         stopped.elapsed() < Duration::from_secs(4),
         "exits when its flow idles out, before the 5 s deadline"
     );
+}
+
+/// Where the route's MTU is smaller than a run's datagrams, the kernel refuses the segmented
+/// send (a segment may not exceed the MTU): the flow must fall back to one datagram per send,
+/// which the kernel fragments, and every datagram still arrive whole. Inside a namespace of the
+/// test's own, whose loopback gets an MTU of 1,280.
+#[test]
+fn where_the_mtu_refuses_segmented_sends_datagrams_go_one_by_one_and_arrive_whole() {
+    use common::netns::{Lan, admin_in, in_netns, ip};
+    let Some(mut lan) = Lan::new("udp segmented sends refused by a small MTU") else {
+        return;
+    };
+    let ns = lan.host("lb", 1);
+    ip(&["-n", &ns, "link", "set", "lo", "mtu", "1280"]);
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (listen, admin) = (
+        SocketAddr::new(localhost, 5300),
+        SocketAddr::new(localhost, 9090),
+    );
+    let (sink, client) = in_netns(&ns, move || {
+        let sink = std::net::UdpSocket::bind(SocketAddr::new(localhost, 9053)).unwrap();
+        let client = std::net::UdpSocket::bind(SocketAddr::new(localhost, 0)).unwrap();
+        (sink, client)
+    });
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.connect(listen).unwrap();
+    let backends = "[{ addr = \"127.0.0.1:9053\" }]";
+    let node = Node::start_in_netns(&ns, &udp_config(listen, admin, 1, backends, ""));
+    node.wait_log("listening on", 1);
+    // Runs of 1,400-byte datagrams (over the MTU, segmented sends refused), then runs of
+    // 600-byte ones (under it: segmented sends would pass, but this flow has fallen back).
+    let sizes: Vec<usize> = [[1400; 30], [600; 30]].concat();
+    let datagram = |i: usize, len: usize| -> Vec<u8> {
+        let mut d = vec![(i % 251) as u8; len];
+        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        d
+    };
+    for (i, &len) in sizes.iter().enumerate() {
+        client.send(&datagram(i, len)).unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    for (i, &len) in sizes.iter().enumerate() {
+        let n = sink.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "datagram {i} of {}: {e}\n{}",
+                sizes.len(),
+                admin_in(&ns, "GET", "/status").map_or_else(String::new, |(_, b)| b)
+            )
+        });
+        assert_eq!(buf[..n], datagram(i, len)[..], "datagram {i} ({len} bytes)");
+    }
+    drop(node);
 }
