@@ -49,17 +49,9 @@ pool = "web"
 name = "web"
 backends = [{{ addr = "127.0.0.1:9000" }}]
 
-[[vrrp]]
-name = "front"
-mode = "cloud"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-peers = ["{peer}"]
-"#,
+{cloud}"#,
             n = i + 1,
-            peer = rack.lb_ip(1 - i)
+            cloud = rack.cloud_instance(i, priority)
         )
     };
     let lb1 = rack.start_config(0, &config(0, 150));

@@ -507,17 +507,9 @@ threads = 1
 drain_timeout = "1s"
 {TOKEN_LINE}
 
-[[vrrp]]
-name = "front"
-mode = "cloud"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-peers = ["{peer}"]
-{app}"#,
+{cloud}{app}"#,
             n = i + 1,
-            peer = rack.lb_ip(1 - i)
+            cloud = rack.cloud_instance(i, priority)
         )
     };
     // lb1 alone becomes master, and says `starting` while its app is coming up.

@@ -43,16 +43,9 @@ name = "web"
 backends = [{{ addr = "127.0.0.1:9000" }}, {{ addr = "127.0.0.1:9001" }}]
 health = {{ kind = "tcp", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }}
 
-[[vrrp]]
-name = "front"
-mode = "cloud"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-peers = ["{peer}"]
-"#,
-        n = i + 1
+{cloud}"#,
+        n = i + 1,
+        cloud = rack.cloud_instance(i, priority)
     )
 }
 

@@ -155,6 +155,23 @@ garp_interval = "300ms"
         )
     }
 
+    /// The `[[vrrp]]` table of LB node `i` in cloud mode (the role drives `/healthz`, no
+    /// VIP): vrid 51 at `priority`, adverts every 100 ms, unicast to the other node.
+    pub fn cloud_instance(&self, i: usize, priority: u8) -> String {
+        format!(
+            r#"[[vrrp]]
+name = "front"
+mode = "cloud"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "100ms"
+peers = ["{peer}"]
+"#,
+            peer = self.lb_ip(1 - i)
+        )
+    }
+
     /// Starts LB node `i` on [`Rack::config`] at `priority`, with `extra` VRRP keys.
     pub fn start(&self, i: usize, priority: u8, extra: &str) -> Node {
         self.start_config(i, &self.config(&self.name(i), priority, extra))
