@@ -405,22 +405,7 @@ fn runs_of_equal_datagrams_reach_the_backend_as_the_datagrams_sent() {
         sizes.extend([9000; 4]);
         sizes.push(7);
     }
-    let datagram = |i: usize, len: usize| -> Vec<u8> {
-        let mut d = vec![(i % 251) as u8; len];
-        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
-        d
-    };
-    // Sent back to back, so that they queue and go on in batches.
-    for (i, &len) in sizes.iter().enumerate() {
-        client.send(&datagram(i, len)).unwrap();
-    }
-    let mut buf = vec![0u8; 65_536];
-    for (i, &len) in sizes.iter().enumerate() {
-        let n = sink
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {i} of {}: {e}", sizes.len()));
-        assert_eq!(buf[..n], datagram(i, len)[..], "datagram {i} ({len} bytes)");
-    }
+    send_and_expect_in_order(&client, &sink, &sizes, String::new);
     assert_eq!(service(admin)["datagrams_in"], sizes.len() as u64);
 }
 
@@ -480,24 +465,36 @@ fn where_the_mtu_refuses_segmented_sends_datagrams_go_one_by_one_and_arrive_whol
     // Runs of 1,400-byte datagrams (over the MTU, segmented sends refused), then runs of
     // 600-byte ones (under it: segmented sends would pass, but this flow has fallen back).
     let sizes: Vec<usize> = [[1400; 30], [600; 30]].concat();
-    let datagram = |i: usize, len: usize| -> Vec<u8> {
-        let mut d = vec![(i % 251) as u8; len];
-        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
-        d
-    };
+    send_and_expect_in_order(&client, &sink, &sizes, || {
+        admin_in(&ns, "GET", "/status").map_or_else(String::new, |(_, b)| b)
+    });
+    drop(node);
+}
+
+/// Datagram `i` of a numbered sequence: `len` bytes, its index in the first four.
+fn numbered(i: usize, len: usize) -> Vec<u8> {
+    let mut d = vec![(i % 251) as u8; len];
+    d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+    d
+}
+
+/// Sends numbered datagrams of `sizes` from `client` back to back (so that they queue and go
+/// on in batches) and checks that `sink` gets each whole, on its own and in order; `context`
+/// is added to the message of a datagram that does not come.
+fn send_and_expect_in_order(
+    client: &std::net::UdpSocket,
+    sink: &std::net::UdpSocket,
+    sizes: &[usize],
+    context: impl Fn() -> String,
+) {
     for (i, &len) in sizes.iter().enumerate() {
-        client.send(&datagram(i, len)).unwrap();
+        client.send(&numbered(i, len)).unwrap();
     }
     let mut buf = vec![0u8; 65_536];
     for (i, &len) in sizes.iter().enumerate() {
-        let n = sink.recv(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "datagram {i} of {}: {e}\n{}",
-                sizes.len(),
-                admin_in(&ns, "GET", "/status").map_or_else(String::new, |(_, b)| b)
-            )
-        });
-        assert_eq!(buf[..n], datagram(i, len)[..], "datagram {i} ({len} bytes)");
+        let n = sink
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {}: {e}\n{}", sizes.len(), context()));
+        assert_eq!(buf[..n], numbered(i, len)[..], "datagram {i} ({len} bytes)");
     }
-    drop(node);
 }
